@@ -1,0 +1,173 @@
+"""`spectab complete` and `spectab models`: the engine on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SpectabError
+from .prompts import FIM_MODES
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "complete",
+        help="complete a file at a position and print the completion",
+        description="Complete FILE at LINE:COL (1-based; COL counts characters, LINE:len+1 is the "
+        "end of the line) and print the target model's completion.",
+    )
+    p.add_argument("location", metavar="FILE:LINE:COL")
+    add_model_options(p)
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="most tokens to generate (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the default")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--single-line", action="store_true", help="stop at the end of the line")
+    p.add_argument("--json", action="store_true", help="print one JSON object: completion, tokens, stats")
+    p.set_defaults(run=run_complete)
+
+    models = sub.add_parser("models", help="list profiles and download models", description="Profiles and model downloads.")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ls = msub.add_parser("list", help="show the profiles and whether their models are here")
+    ls.set_defaults(run=run_models_list)
+    pull = msub.add_parser("pull", help="download a profile's models or a hub model into the Hugging Face cache")
+    pull.add_argument("name", help="a profile (codellama-7b) or a Hugging Face hub id (org/name)")
+    pull.set_defaults(run=run_models_pull)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, help="codellama-7b, smollm2-135m or auto (the default)")
+    p.add_argument("--target", default=None, metavar="MODEL", help="hub id, Hugging Face folder or .gguf file")
+    p.add_argument("--draft", default=None, metavar="MODEL|ngram|none", help="draft model, prompt lookup (ngram) or none")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--fim", default=None, choices=FIM_MODES, help="infilling prompt: auto, psm, spm, none")
+    p.add_argument("--context-tokens", type=int, default=2048, metavar="N", help="prompt budget in tokens (default 2048)")
+
+
+def parse_location(location: str) -> tuple[Path, int, int]:
+    parts = location.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise SpectabError(f"'{location}' is not FILE:LINE:COL (1-based numbers, e.g. main.py:12:5)")
+    line, col = int(parts[1]), int(parts[2])
+    if line < 1 or col < 1:
+        raise SpectabError(f"'{location}': LINE and COL start at 1")
+    return Path(parts[0]), line, col
+
+
+def read_source(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SpectabError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpectabError(f"{path} is a folder, not a file") from None
+    except OSError as err:
+        raise SpectabError(f"cannot read {path}: {err.strerror}") from None
+    if not data:
+        raise SpectabError(f"{path} is empty: there is nothing to complete from")
+    if b"\x00" in data:
+        raise SpectabError(f"{path} looks binary (it has NUL bytes), not source text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpectabError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+
+
+def split_at(text: str, line: int, col: int, name: str) -> tuple[str, str]:
+    """(prefix, suffix) of `text` at 1-based LINE:COL, columns counted in characters."""
+    lines = text.split("\n")
+    if line > len(lines):
+        raise SpectabError(f"{name} has {len(lines)} lines; line {line} is past its end")
+    width = len(lines[line - 1].rstrip("\r"))
+    if col > width + 1:
+        raise SpectabError(f"{name}:{line} has {width} characters; column must be 1..{width + 1}")
+    offset = sum(len(l) + 1 for l in lines[: line - 1]) + col - 1
+    return text[:offset], text[offset:]
+
+
+def run_complete(args) -> int:
+    path, line, col = parse_location(args.location)
+    prefix, suffix = split_at(read_source(path), line, col, str(path))
+    if args.max_new_tokens < 1:
+        raise SpectabError("--max-new-tokens must be at least 1")
+    if args.context_tokens < 64:
+        raise SpectabError("--context-tokens must be at least 64")
+
+    from .completer import Completer, EngineOptions
+    from .sampling import SamplingParams
+
+    options = EngineOptions(context_tokens=args.context_tokens, max_new_tokens_limit=max(512, args.max_new_tokens))
+    completer = Completer.open(args.profile, args.target, args.draft, args.device, args.dtype, args.fim, options)
+    params = SamplingParams(args.temperature, args.top_p, args.top_k, args.seed)
+    stream = None if args.json else _write_stdout
+    result = completer.complete(prefix, suffix, args.max_new_tokens, params, tuple(args.stop), args.single_line, on_text=stream)
+    s = result.stats
+    if args.json:
+        print(json.dumps({
+            "completion": result.text,
+            "tokens": result.tokens,
+            "stats": s.as_dict(),
+            "profile": completer.profile,
+            "target": completer.target_info.name,
+            "draft": completer.draft_name,
+            "fim": completer.fim,
+            "device": str(completer.device),
+        }, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        print(
+            f"spectab: {s.new_tokens} tokens in {(s.prefill_ms + s.decode_ms) / 1000:.2f} s "
+            f"({s.tokens_per_s:.1f} tok/s), {completer.profile} on {completer.device}, draft {completer.draft_name} "
+            f"accepted {s.draft_accepted}/{s.draft_proposed}, stop: {s.stop_reason}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_models_list(args) -> int:
+    from .loading import find_cached
+    from .profiles import builtin_profiles
+
+    for p in builtin_profiles().values():
+        print(f"{p.name}: {p.about}")
+        for role, spec in (("target", p.target), ("draft", p.draft)):
+            if spec in ("ngram", "none"):
+                state = "built in"
+            elif Path(spec).exists():
+                state = "installed"
+            elif "/" in spec and not spec.startswith("<"):
+                state = "cached" if find_cached(spec) else "not downloaded"
+            else:
+                state = "not installed"
+            print(f"  {role:6} {spec}  [{state}]")
+    return 0
+
+
+def run_models_pull(args) -> int:
+    from .loading import HUB_ID, download, find_cached
+    from .profiles import builtin_profiles
+
+    profiles = builtin_profiles()
+    if args.name in profiles:
+        specs = [s for s in (profiles[args.name].target, profiles[args.name].draft) if HUB_ID.match(s)]
+        if not specs:
+            print(f"{args.name} needs no download: {profiles[args.name].about}")
+            return 0
+    elif HUB_ID.match(args.name):
+        specs = [args.name]
+    else:
+        raise SpectabError(f"'{args.name}' is neither a profile ({', '.join(profiles)}) nor a hub id (org/name)")
+    for spec in specs:
+        folder = find_cached(spec) or download(spec)
+        print(f"{spec}: {folder}")
+    return 0

@@ -1,0 +1,196 @@
+"""A Llama decoder with a static KV cache, small enough to read in one sitting.
+
+The cache is preallocated for `capacity` positions and written by position: a forward over tokens
+at positions [start, start+S) writes their keys/values there and attends to [0, start+S). Rolling
+back rejected speculative tokens is therefore free (the next forward simply starts earlier and
+overwrites them), and so is reusing a cached prompt prefix.
+
+Weights are the Hugging Face `LlamaForCausalLM` ones; q/k/v and gate/up are fused at load time so a
+decode step launches fewer matmuls.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # normalise in float32 like the reference, so bf16 models match it
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.wqkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=False)
+        self.wo = nn.Linear(q_dim, cfg.hidden_size, bias=False)
+        self.split = (q_dim, kv_dim, kv_dim)
+        self.k_cache: torch.Tensor | None = None  # [1, n_kv, capacity, head_dim]
+        self.v_cache: torch.Tensor | None = None
+
+    def forward(self, x, cos, sin, start: int, mask):
+        # x: [1, S, hidden]; cos/sin: [S, head_dim]; mask: [S, start+S] bool or None
+        _, S, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(1, S, self.n_heads, self.head_dim).transpose(1, 2)  # [1, H, S, D]
+        k = k.view(1, S, self.n_kv, self.head_dim).transpose(1, 2)  # [1, Hkv, S, D]
+        v = v.view(1, S, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        end = start + S
+        self.k_cache[:, :, start:end] = k
+        self.v_cache[:, :, start:end] = v
+        keys, values = self.k_cache[:, :, :end], self.v_cache[:, :, :end]
+        y = F.scaled_dot_product_attention(
+            q, keys, values,
+            attn_mask=mask,
+            # S > 1 at start 0 is a plain square causal mask: let the fused kernel build it
+            is_causal=mask is None and S > 1,
+            enable_gqa=self.n_kv != self.n_heads,
+        )
+        return self.wo(y.transpose(1, 2).reshape(1, S, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w_gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.w_down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, start, mask):
+        x = x + self.attn(self.attn_norm(x), cos, sin, start, mask)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.capacity = 0
+
+    def setup_cache(self, capacity: int) -> None:
+        """Preallocate the KV cache and rotary tables for `capacity` positions."""
+        cfg, p = self.config, self.embed.weight
+        for layer in self.layers:
+            shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
+            layer.attn.k_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
+            layer.attn.v_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        inv_freq = 1.0 / cfg.rope_theta ** (
+            torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=p.device).float() / cfg.head_dim
+        )
+        positions = torch.arange(capacity, device=p.device).float() / cfg.rope_linear_factor
+        freqs = torch.outer(positions, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)  # [capacity, head_dim]
+        self.rope_cos, self.rope_sin = emb.cos().to(p.dtype), emb.sin().to(p.dtype)
+        self.capacity = capacity
+
+    def forward(self, tokens: torch.Tensor, start: int, n_logits: int | None = None) -> torch.Tensor:
+        """Run `tokens` ([1, S]) at positions [start, start+S); return float32 logits of the last
+        `n_logits` positions ([n_logits, vocab]; all S when None)."""
+        S = tokens.shape[1]
+        end = start + S
+        assert end <= self.capacity, f"positions up to {end} exceed the KV cache ({self.capacity}); call setup_cache"
+        cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
+        mask = None
+        if S > 1 and start > 0:
+            # query i sits at position start+i and may see keys 0..start+i
+            q_pos = torch.arange(start, end, device=tokens.device)[:, None]
+            mask = torch.arange(end, device=tokens.device)[None, :] <= q_pos
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, start, mask)
+        if n_logits is not None:
+            x = x[:, -n_logits:]  # the output head is the costliest matmul of a prefill: skip unused rows
+        return self.lm_head(self.norm(x))[0].float()
+
+
+# Hugging Face parameter names -> ours. q/k/v and gate/up are concatenated along the output dim.
+_HF_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.o_proj.weight": "attn.wo.weight",
+    "mlp.down_proj.weight": "ffn.w_down.weight",
+}
+_HF_FUSED = {
+    "attn.wqkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "ffn.w_gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+}
+
+
+def load_hf_weights(model: Llama, get) -> None:
+    """Fill `model` from Hugging Face tensors. `get(name)` returns one tensor by its HF name, so a
+    caller can read lazily from safetensors and keep peak memory near one layer."""
+    params = dict(model.named_parameters())
+
+    def put(ours: str, tensor: torch.Tensor) -> None:
+        target = params[ours]
+        assert target.shape == tensor.shape, f"{ours}: checkpoint has shape {tuple(tensor.shape)}, config says {tuple(target.shape)}"
+        with torch.no_grad():
+            target.copy_(tensor)
+
+    put("embed.weight", get("model.embed_tokens.weight"))
+    put("norm.weight", get("model.norm.weight"))
+    if not model.config.tie_word_embeddings:
+        put("lm_head.weight", get("lm_head.weight"))
+    for i in range(model.config.num_layers):
+        prefix = f"model.layers.{i}."
+        for hf, ours in _HF_LAYER.items():
+            put(f"layers.{i}.{ours}", get(prefix + hf))
+        for ours, parts in _HF_FUSED.items():
+            put(f"layers.{i}.{ours}", torch.cat([get(prefix + p) for p in parts], dim=0))
+
+
+def hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
+    """The inverse of `load_hf_weights`: tensors under Hugging Face names (for export)."""
+    cfg = model.config
+    out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    for i, layer in enumerate(model.layers):
+        prefix = f"model.layers.{i}."
+        for hf, ours in _HF_LAYER.items():
+            out[prefix + hf] = layer.get_parameter(ours)
+        q, k, v = layer.attn.wqkv.weight.split((q_dim, kv_dim, kv_dim), dim=0)
+        gate, up = layer.ffn.w_gate_up.weight.chunk(2, dim=0)
+        for name, t in zip(_HF_FUSED["attn.wqkv.weight"] + _HF_FUSED["ffn.w_gate_up.weight"], (q, k, v, gate, up)):
+            out[prefix + name] = t
+    return {name: t.detach().contiguous() for name, t in out.items()}

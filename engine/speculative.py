@@ -1,0 +1,208 @@
+"""The generation loop: rounds of draft k -> verify k+1 positions in one target forward -> accept.
+
+Plain decoding is the same loop with a drafter that proposes nothing, so both paths share every
+stop rule and the speculative output can be compared with the plain one token for token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from .cached_model import CachedModel, common_prefix_len
+from .sampling import SamplingParams, accept_greedy, accept_sampled, probabilities
+from .tokens import Tokenizer
+
+
+class DraftLength:
+    """How many tokens to draft next round, adapted from recent acceptance: one more after a round
+    that accepted everything, one fewer after a round that accepted less than half."""
+
+    def __init__(self, k: int = 4, k_min: int = 1, k_max: int = 8, adaptive: bool = True):
+        assert 1 <= k_min <= k <= k_max, "need 1 <= k_min <= k <= k_max"
+        self.k, self.k_min, self.k_max, self.adaptive = k, k_min, k_max, adaptive
+
+    def update(self, proposed: int, accepted: int) -> None:
+        if not self.adaptive or proposed == 0:
+            return
+        if accepted == proposed:
+            self.k = min(self.k + 1, self.k_max)
+        elif 2 * accepted < proposed:
+            self.k = max(self.k - 1, self.k_min)
+
+
+@dataclass
+class StopRules:
+    max_new_tokens: int = 64
+    stop_ids: set[int] = field(default_factory=set)
+    stop_strings: tuple[str, ...] = ()
+    single_line: bool = False
+    """Stop at the first newline of the completion (the newline is not part of the text)."""
+    deadline: float | None = None
+    """time.monotonic() after which no new round starts; what was accepted so far is returned."""
+    cancelled: Callable[[], bool] | None = None
+    """Checked between rounds: True stops generation (a superseded request)."""
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    reused_prompt_tokens: int = 0
+    new_tokens: int = 0
+    rounds: int = 0
+    target_forwards: int = 0
+    draft_forwards: int = 0
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    tokens_per_s: float = 0.0
+    stop_reason: str = ""
+
+    @property
+    def acceptance(self) -> float:
+        return self.draft_accepted / self.draft_proposed if self.draft_proposed else 0.0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["acceptance"] = round(self.acceptance, 4)
+        out["prefill_ms"] = round(self.prefill_ms, 2)
+        out["decode_ms"] = round(self.decode_ms, 2)
+        out["tokens_per_s"] = round(self.tokens_per_s, 2)
+        return out
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    """Generated ids, stop token excluded, before any text post-processing."""
+    text: str
+    """Their text, cut before a stop string or the newline of single-line mode."""
+    stats: GenerationStats
+
+
+def generate(
+    target: CachedModel,
+    prompt: list[int],
+    drafter,
+    tokenizer: Tokenizer,
+    params: SamplingParams,
+    stops: StopRules,
+    draft_length: DraftLength | None = None,
+    draft_prompt: list[int] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    generator: torch.Generator | None = None,
+) -> Generation:
+    """Generate after `prompt` with `target`, speculating with `drafter`. `on_text` receives each
+    newly accepted piece of text (held back while it could still be the start of a stop string)."""
+    draft_length = draft_length or DraftLength()
+    if generator is None and not params.greedy:
+        generator = torch.Generator()
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+    stats = GenerationStats(prompt_tokens=len(prompt))
+    stats.reused_prompt_tokens = min(common_prefix_len(target.ids, prompt), len(prompt) - 1)
+    draft_model = getattr(drafter, "draft", None)
+    draft_forwards0 = draft_model.forwards if draft_model else 0
+    drafter.begin(prompt, draft_prompt)
+
+    stop_strings = tuple(s for s in stops.stop_strings if s) + (("\n",) if stops.single_line else ())
+    generated: list[int] = []
+    text, emitted, reason = "", 0, ""
+    t0 = time.perf_counter()
+    t_first = None
+    while not reason:
+        if stops.cancelled is not None and stops.cancelled():
+            reason = "cancelled"
+            break
+        if stops.deadline is not None and time.monotonic() > stops.deadline:
+            reason = "deadline"
+            break
+        left = stops.max_new_tokens - len(generated)
+        room = target.capacity - len(prompt) - len(generated)
+        if left <= 0 or room <= 0:
+            reason = "length" if left <= 0 else "context"
+            break
+        k = min(draft_length.k, left - 1, room - 1)
+        proposal = drafter.propose(generated, k, params, generator) if k > 0 else None
+        drafts = proposal.tokens[:k] if proposal else []
+
+        logits = target.extend(prompt + generated + drafts, len(drafts) + 1)
+        if params.greedy:
+            m, nxt = accept_greedy(logits, drafts)
+        else:
+            q = proposal.probs[: len(drafts)] if proposal and proposal.probs is not None else None
+            m, nxt = accept_sampled(probabilities(logits, params), q, drafts, generator)
+        if t_first is None:
+            t_first = time.perf_counter()
+        stats.rounds += 1
+        stats.draft_proposed += len(drafts)
+        stats.draft_accepted += m
+        draft_length.update(len(drafts), m)
+
+        chunk = drafts[:m] + [nxt]
+        for j, t in enumerate(chunk):
+            if t in stops.stop_ids:
+                chunk, reason = chunk[:j], "eos"
+                break
+        generated += chunk
+
+        if stop_strings and chunk:
+            # earlier text had no stop; the margin covers a partial UTF-8 character decoded anew
+            checked = max(0, len(text) - max(map(len, stop_strings)) - 4)
+            text = tokenizer.decode(generated)
+            cut = _find_stop(text, stop_strings, checked)
+            if cut is not None:
+                generated = _tokens_through(tokenizer, generated, cut)
+                text, reason = text[:cut], "stop"
+        if on_text is not None and chunk:
+            text = text if stop_strings else tokenizer.decode(generated)
+            safe = _safe_length(text, stop_strings)
+            if safe > emitted:
+                on_text(text[emitted:safe])
+                emitted = safe
+
+    t_end = time.perf_counter()
+    if not (stop_strings and reason == "stop"):
+        text = tokenizer.decode(generated)
+    # generation can end inside a multi-byte character: drop the partial bytes, not show them
+    text = text.rstrip("\ufffd")
+    if on_text is not None and len(text) > emitted:
+        on_text(text[emitted:])
+    stats.new_tokens = len(generated)
+    stats.stop_reason = reason
+    stats.target_forwards = stats.rounds
+    stats.draft_forwards = (draft_model.forwards - draft_forwards0) if draft_model else 0
+    stats.prefill_ms = ((t_first or t_end) - t0) * 1000
+    stats.decode_ms = (t_end - (t_first or t_end)) * 1000
+    stats.tokens_per_s = len(generated) / (t_end - t0) if t_end > t0 else 0.0
+    return Generation(generated, text, stats)
+
+
+def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _tokens_through(tokenizer: Tokenizer, ids: list[int], cut: int) -> list[int]:
+    # the fewest ids whose text reaches past the cut: they include the token that made the stop
+    for n in range(1, len(ids) + 1):
+        if len(tokenizer.decode(ids[:n])) > cut:
+            return ids[:n]
+    return ids
+
+
+def _safe_length(text: str, stops: tuple[str, ...]) -> int:
+    """How much of `text` can be shown now: not a trailing partial UTF-8 character, and not a tail
+    that could still grow into a stop string."""
+    n = len(text)
+    while n and text[n - 1] == "\ufffd":
+        n -= 1
+    for s in stops:
+        for length in range(min(len(s) - 1, n), 0, -1):
+            if text[n - length:n] == s[:length]:
+                n -= length
+                break
+    return n

