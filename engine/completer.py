@@ -84,11 +84,11 @@ class Completer:
     @classmethod
     def from_profile(cls, chosen: Profile, allow_download: bool, device: str = "auto", dtype: str = "auto",
                      fim: str | None = None, options: EngineOptions = EngineOptions()) -> "Completer":
-        log.info("loading target %s", chosen.target)
+        log.debug("loading target %s", chosen.target)
         target_model = load_model(chosen.target, device, dtype, allow_download)
         draft: LoadedModel | str = chosen.draft
         if chosen.draft not in DRAFT_KINDS:
-            log.info("loading draft %s", chosen.draft)
+            log.debug("loading draft %s", chosen.draft)
             device_name = str(target_model.model.embed.weight.device)
             dtype_name = str(target_model.model.embed.weight.dtype).removeprefix("torch.")
             draft = load_model(chosen.draft, device_name, dtype_name, allow_download)

@@ -135,6 +135,8 @@ def download(repo_id: str) -> Path:
     """Download a hub model into the Hugging Face cache, with huggingface_hub's progress bars."""
     from huggingface_hub import HfApi, snapshot_download
 
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise SpectabError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set; unset it or copy the model into the cache")
     log.info("downloading %s into the Hugging Face cache", repo_id)
     try:
         files = HfApi().list_repo_files(repo_id)

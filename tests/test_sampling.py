@@ -74,7 +74,7 @@ def chi_square_p(counts: dict[tuple, int], probs: dict[tuple, float], n: int) ->
     return float(torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), torch.tensor(stat / 2.0, dtype=torch.float64)))
 
 
-def sample_many(target: Llama, drafter, tok, params: SamplingParams, steps: int, k: int) -> dict[tuple, int]:
+def sample_many(target: Llama, drafter, tok, params: SamplingParams, steps: int, k: int, both_branches: bool = True) -> dict[tuple, int]:
     cm = CachedModel(target, 32)
     gen = torch.Generator().manual_seed(1234)
     counts: dict[tuple, int] = {}
@@ -86,7 +86,7 @@ def sample_many(target: Llama, drafter, tok, params: SamplingParams, steps: int,
         counts[key] = counts.get(key, 0) + 1
         proposed, accepted = proposed + g.stats.draft_proposed, accepted + g.stats.draft_accepted
     # both branches of the verifier ran many times: acceptances and rejections
-    assert 50 < accepted < proposed - 50, (accepted, proposed)
+    assert not both_branches or 50 < accepted < proposed - 50, (accepted, proposed)
     return counts
 
 
@@ -122,5 +122,5 @@ def test_accepting_drafts_blindly_would_be_caught(word_tokenizer, monkeypatch):
     monkeypatch.setattr(speculative, "accept_sampled", lambda p, q, drafts, g: (len(drafts), sampling.sample(p[len(drafts)], g)))
     params = SamplingParams(temperature=1.0)
     target, draft = small_model(VOCAB_TARGET, 1), small_model(VOCAB_DRAFT, 2)
-    counts = sample_many(target, ModelDrafter(CachedModel(draft, 32), VOCAB_TARGET, 0.0), word_tokenizer, params, 3, 2)
+    counts = sample_many(target, ModelDrafter(CachedModel(draft, 32), VOCAB_TARGET, 0.0), word_tokenizer, params, 3, 2, both_branches=False)
     assert chi_square_p(counts, exact_distribution(target, params, 3), SAMPLES) < 1e-6
