@@ -18,9 +18,10 @@ from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter
 from .errors import SpectabError
 from .loading import LoadedModel, load_model
 from .profiles import Profile, choose_profile
-from .prompts import build_prompt, resolve_fim, stop_ids
+from .prompts import build_prompt, cut_suffix, resolve_fim, stop_ids
 from .sampling import SamplingParams
-from .speculative import DraftLength, Generation, StopRules, generate
+from .draft_policy import DraftLength
+from .speculative import Generation, StopRules, generate
 from .tokens import check_compatible
 
 log = logging.getLogger("spectab")
@@ -35,7 +36,8 @@ class EngineOptions:
     max_new_tokens_limit: int = 512
     """The largest max_new_tokens a request may ask for; sizes the KV caches."""
     k: int = 4
-    """Tokens drafted per round at the start; adapted between k_min and k_max from acceptance."""
+    """Tokens drafted per round until costs are measured; then chosen in {0, k_min..k_max} from
+    measured acceptance and verify costs (see draft_policy.py), unless `adaptive` is off."""
     k_min: int = 1
     k_max: int = 8
     adaptive: bool = True
@@ -137,8 +139,12 @@ class Completer:
         stops = StopRules(max_new_tokens, stop_ids(self.tokenizer, mode), tuple(stop_strings), single_line, deadline, cancelled)
         with self._lock:  # one generation at a time: the KV caches are shared state
             target_prompt, draft_prompt = self.prompts(prefix, suffix, max_new_tokens, mode)
+            # a left-to-right prompt leaves out the code after the cursor; prompt lookup may copy it
+            reference = None
+            if mode == "none" and suffix and isinstance(self.drafter, PromptLookupDrafter):
+                reference = self.tokenizer.encode_infill(cut_suffix(self.tokenizer, suffix, self.options.context_tokens // 2))
             return generate(self.target, target_prompt, self.drafter, self.tokenizer, params, stops,
-                            self.draft_length, draft_prompt, on_text)
+                            self.draft_length, draft_prompt, on_text, reference=reference)
 
     def reset_caches(self) -> None:
         self.target.reset()

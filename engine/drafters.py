@@ -27,7 +27,7 @@ class NoDrafter:
 
     name = "none"
 
-    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None) -> None:
+    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None, reference: list[int] | None = None) -> None:
         pass
 
     def propose(self, generated: list[int], k: int, params: SamplingParams, generator) -> Proposal:
@@ -37,7 +37,9 @@ class NoDrafter:
 class PromptLookupDrafter:
     """Proposes what followed the latest earlier occurrence of the last n tokens (n = max_ngram down
     to min_ngram) in the prompt or the output so far: code repeats itself, and edits repeat the
-    surrounding text. Costs no model forward at all."""
+    surrounding text. Costs no model forward at all. `reference` is text the prompt lacks but the
+    editor has (the code after the cursor, for a model that reads only the prefix): it is searched
+    too, before the prompt, so a match nearer the cursor wins."""
 
     name = "ngram"
 
@@ -46,8 +48,8 @@ class PromptLookupDrafter:
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
         self.prompt: list[int] = []
 
-    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None) -> None:
-        self.prompt = target_prompt
+    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None, reference: list[int] | None = None) -> None:
+        self.prompt = (reference or []) + target_prompt
 
     def propose(self, generated: list[int], k: int, params: SamplingParams, generator) -> Proposal:
         seq = np.asarray(self.prompt + generated, dtype=np.int64)
@@ -82,7 +84,7 @@ class ModelDrafter:
         self.min_confidence = min_confidence
         self.prompt: list[int] = []
 
-    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None) -> None:
+    def begin(self, target_prompt: list[int], draft_prompt: list[int] | None, reference: list[int] | None = None) -> None:
         assert draft_prompt, "a model drafter needs its own prompt"
         self.prompt = draft_prompt
 

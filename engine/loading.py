@@ -66,6 +66,8 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", allow_downl
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg)
     model = build_model(cfg, dev, dt, weight_reader(folder))
+    if dev.type == "cpu":
+        model.cpu_layout()
     return LoadedModel(spec, folder, model, Tokenizer.load(folder, name=spec))
 
 

@@ -36,13 +36,39 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+class Proj(nn.Module):
+    """A bias-free linear layer, y = x @ W.T, whose weight can be stored transposed.
+
+    On the CPU, MKL's matrix-vector product (one decode token) streams a wide weight faster from an
+    [in, out] layout than from nn.Linear's [out, in]: measured on a 2-core AMD EPYC, a SmolLM2-135M
+    decode step took 61 ms instead of 76 ms with q/k/v, o, gate/up and the output head transposed.
+    Narrow-output matrices (the down projection) are faster as they are. `cpu_layout()` applies it."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.transposed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight if self.transposed else F.linear(x, self.weight)
+
+    def transpose_storage(self) -> None:
+        self.weight = nn.Parameter(self.weight.detach().t().contiguous(), requires_grad=False)
+        self.transposed = not self.transposed
+
+    @property
+    def out_in_weight(self) -> torch.Tensor:
+        """The weight as [out, in], whatever the storage."""
+        return self.weight.t() if self.transposed else self.weight
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.wqkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=False)
-        self.wo = nn.Linear(q_dim, cfg.hidden_size, bias=False)
+        self.wqkv = Proj(cfg.hidden_size, q_dim + 2 * kv_dim)
+        self.wo = Proj(q_dim, cfg.hidden_size)
         self.split = (q_dim, kv_dim, kv_dim)
         self.k_cache: torch.Tensor | None = None  # [1, n_kv, capacity, head_dim]
         self.v_cache: torch.Tensor | None = None
@@ -73,8 +99,8 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.w_gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.w_down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.w_gate_up = Proj(cfg.hidden_size, 2 * cfg.intermediate_size)
+        self.w_down = Proj(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
         gate, up = self.w_gate_up(x).chunk(2, dim=-1)
@@ -101,10 +127,20 @@ class Llama(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Proj(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.capacity = 0
+
+    def cpu_layout(self) -> "Llama":
+        """Store every projection whose output is at least as wide as its input transposed (see
+        `Proj`). A tied output head gets its own transposed copy."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = nn.Parameter(self.embed.weight.detach().clone(), requires_grad=False)
+        for proj in self.modules():
+            if isinstance(proj, Proj) and not proj.transposed and proj.weight.shape[0] >= proj.weight.shape[1]:
+                proj.transpose_storage()
+        return self
 
     def setup_cache(self, capacity: int) -> None:
         """Preallocate the KV cache and rotary tables for `capacity` positions."""
@@ -161,7 +197,8 @@ def load_hf_weights(model: Llama, get) -> None:
     params = dict(model.named_parameters())
 
     def put(ours: str, tensor: torch.Tensor) -> None:
-        target = params[ours]
+        module = model.get_submodule(ours.rsplit(".", 1)[0])
+        target = module.out_in_weight if isinstance(module, Proj) else params[ours]
         assert target.shape == tensor.shape, f"{ours}: checkpoint has shape {tuple(tensor.shape)}, config says {tuple(target.shape)}"
         with torch.no_grad():
             target.copy_(tensor)
@@ -183,14 +220,15 @@ def hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
     cfg = model.config
     out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = model.lm_head.weight
+        out["lm_head.weight"] = model.lm_head.out_in_weight
     q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
         for hf, ours in _HF_LAYER.items():
-            out[prefix + hf] = layer.get_parameter(ours)
-        q, k, v = layer.attn.wqkv.weight.split((q_dim, kv_dim, kv_dim), dim=0)
-        gate, up = layer.ffn.w_gate_up.weight.chunk(2, dim=0)
+            module = layer.get_submodule(ours.rsplit(".", 1)[0])
+            out[prefix + hf] = module.out_in_weight if isinstance(module, Proj) else layer.get_parameter(ours)
+        q, k, v = layer.attn.wqkv.out_in_weight.split((q_dim, kv_dim, kv_dim), dim=0)
+        gate, up = layer.ffn.w_gate_up.out_in_weight.chunk(2, dim=0)
         for name, t in zip(_HF_FUSED["attn.wqkv.weight"] + _HF_FUSED["ffn.w_gate_up.weight"], (q, k, v, gate, up)):
             out[prefix + name] = t
     return {name: t.detach().contiguous() for name, t in out.items()}

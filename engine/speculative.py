@@ -13,25 +13,9 @@ from typing import Callable
 import torch
 
 from .cached_model import CachedModel, common_prefix_len
+from .draft_policy import DraftLength
 from .sampling import SamplingParams, accept_greedy, accept_sampled, probabilities
 from .tokens import Tokenizer
-
-
-class DraftLength:
-    """How many tokens to draft next round, adapted from recent acceptance: one more after a round
-    that accepted everything, one fewer after a round that accepted less than half."""
-
-    def __init__(self, k: int = 4, k_min: int = 1, k_max: int = 8, adaptive: bool = True):
-        assert 1 <= k_min <= k <= k_max, "need 1 <= k_min <= k <= k_max"
-        self.k, self.k_min, self.k_max, self.adaptive = k, k_min, k_max, adaptive
-
-    def update(self, proposed: int, accepted: int) -> None:
-        if not self.adaptive or proposed == 0:
-            return
-        if accepted == proposed:
-            self.k = min(self.k + 1, self.k_max)
-        elif 2 * accepted < proposed:
-            self.k = max(self.k - 1, self.k_min)
 
 
 @dataclass
@@ -95,9 +79,11 @@ def generate(
     draft_prompt: list[int] | None = None,
     on_text: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
+    reference: list[int] | None = None,
 ) -> Generation:
     """Generate after `prompt` with `target`, speculating with `drafter`. `on_text` receives each
-    newly accepted piece of text (held back while it could still be the start of a stop string)."""
+    newly accepted piece of text (held back while it could still be the start of a stop string);
+    `reference` is text near the cursor that the prompt lacks, for drafters that copy."""
     draft_length = draft_length or DraftLength()
     if generator is None and not params.greedy:
         generator = torch.Generator()
@@ -106,7 +92,7 @@ def generate(
     stats.reused_prompt_tokens = min(common_prefix_len(target.ids, prompt), len(prompt) - 1)
     draft_model = getattr(drafter, "draft", None)
     draft_forwards0 = draft_model.forwards if draft_model else 0
-    drafter.begin(prompt, draft_prompt)
+    drafter.begin(prompt, draft_prompt, reference)
 
     stop_strings = tuple(s for s in stops.stop_strings if s) + (("\n",) if stops.single_line else ())
     generated: list[int] = []
@@ -125,22 +111,26 @@ def generate(
         if left <= 0 or room <= 0:
             reason = "length" if left <= 0 else "context"
             break
-        k = min(draft_length.k, left - 1, room - 1)
+        k = min(draft_length.next_k(), left - 1, room - 1)
+        t_draft = time.perf_counter()
         proposal = drafter.propose(generated, k, params, generator) if k > 0 else None
         drafts = proposal.tokens[:k] if proposal else []
 
+        t_verify = time.perf_counter()
         logits = target.extend(prompt + generated + drafts, len(drafts) + 1)
         if params.greedy:
             m, nxt = accept_greedy(logits, drafts)
         else:
             q = proposal.probs[: len(drafts)] if proposal and proposal.probs is not None else None
             m, nxt = accept_sampled(probabilities(logits, params), q, drafts, generator)
+        t_done = time.perf_counter()
+        # the first round's forward also ran the prompt: it says nothing about verify costs
+        draft_length.observe(len(drafts), m, None if t_first is None else t_done - t_verify, t_verify - t_draft)
         if t_first is None:
-            t_first = time.perf_counter()
+            t_first = t_done
         stats.rounds += 1
         stats.draft_proposed += len(drafts)
         stats.draft_accepted += m
-        draft_length.update(len(drafts), m)
 
         chunk = drafts[:m] + [nxt]
         for j, t in enumerate(chunk):

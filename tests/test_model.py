@@ -66,3 +66,19 @@ def test_smollm2_converted_weights_match_transformers(smollm2):
         ours = model(ids, 0)
     model.cache_owner = None  # the completer re-allocates its cache on next use
     torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3)
+
+
+def test_cpu_layout_keeps_the_function_and_the_exported_weights():
+    hf = hf_llama(300, 64, 2, 4, 2, 172, 1e4, 256, True, seed=9)
+    model = Llama(ModelConfig.from_hf(hf.config.to_dict()))
+    load_hf_weights(model, hf.state_dict().__getitem__)
+    model.setup_cache(32)
+    ids = torch.randint(0, 300, (1, 9))
+    with torch.no_grad():
+        before = model(ids, 0)
+        model.cpu_layout()
+        after = model(ids, 0)
+    assert model.layers[0].ffn.w_gate_up.transposed and not model.layers[0].ffn.w_down.transposed
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    for name, tensor in hf_state_dict(model).items():
+        assert torch.equal(tensor, hf.state_dict()[name]), name

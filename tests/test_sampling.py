@@ -13,7 +13,8 @@ from engine.drafters import ModelDrafter, PromptLookupDrafter
 from engine.model import Llama, load_hf_weights
 from engine.config import ModelConfig
 from engine.sampling import SamplingParams, probabilities
-from engine.speculative import DraftLength, StopRules, generate
+from engine.draft_policy import DraftLength
+from engine.speculative import StopRules, generate
 from engine.tokens import Tokenizer
 
 from .conftest import hf_llama
