@@ -4,7 +4,8 @@ Model: SmolLM2-135M-Instruct (real weights, float32, CPU), left-to-right prompts
 the cursor; the lookup drafter also searches the text after it. Each cursor is completed greedily
 with both drafters from a cold cache; the outputs must be identical (lossless), and the time of the
 rounds after the first (the first also runs the prompt, the same work for both) gives the speedup.
-The draft length policy starts fresh for every completion, as in a new server.
+Each drafter keeps its draft-length policy from cursor to cursor, as a running server does (it starts
+from its prior at the first cursor).
 
     python benchmarks/prompt_lookup.py [--tokens 64] [--prompts 12] [--repeats 2]
 """
@@ -34,10 +35,10 @@ def main() -> None:
 
     c = Completer.open("smollm2-135m", device="cpu", dtype="float32", options=EngineOptions(context_tokens=args.context))
     drafters = {"plain": NoDrafter(), "ngram": PromptLookupDrafter(c.options.ngram_max, c.options.ngram_min)}
+    policies = {which: DraftLength(c.options.k, c.options.k_min, c.options.k_max, c.options.adaptive) for which in drafters}
 
     def run(which: str, prefix: str, suffix: str):
-        c.drafter = drafters[which]
-        c.draft_length = DraftLength(c.options.k, c.options.k_min, c.options.k_max, c.options.adaptive)
+        c.drafter, c.draft_length = drafters[which], policies[which]
         c.reset_caches()
         return c.complete(prefix, suffix, args.tokens)
 

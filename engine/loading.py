@@ -221,12 +221,14 @@ def convert_gguf(path: Path) -> Path:
     cfg = ModelConfig.from_hf(hf_model.config.to_dict(), source=str(path))
     ours = build_model(cfg, torch.device("cpu"), torch.float32, hf_model.state_dict().__getitem__)
     del hf_model
-    save_folder(ours, hf_tok, folder, extra_config={"bos_token_id": hf_tok.bos_token_id, "eos_token_id": hf_tok.eos_token_id})
+    save_folder(ours, hf_tok, folder, extra_config={"bos_token_id": hf_tok.bos_token_id, "eos_token_id": hf_tok.eos_token_id},
+                if_missing=True)
     return folder
 
 
-def save_folder(model: Llama, hf_tokenizer, folder: Path, extra_config: dict | None = None) -> None:
-    """Write a Hugging Face model folder atomically (a half-written folder never looks complete)."""
+def save_folder(model: Llama, hf_tokenizer, folder: Path, extra_config: dict | None = None, if_missing: bool = False) -> None:
+    """Write a Hugging Face model folder atomically (a half-written folder never looks complete).
+    `if_missing`: when another process wrote the folder meanwhile, keep its copy."""
     from safetensors.torch import save_file
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -236,8 +238,10 @@ def save_folder(model: Llama, hf_tokenizer, folder: Path, extra_config: dict | N
         config = model.config.to_hf() | (extra_config or {})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         hf_tokenizer.save_pretrained(str(tmp))
+        if if_missing and (folder / "model.safetensors").is_file():
+            return
         if folder.exists():
-            shutil.rmtree(folder)
+            shutil.rmtree(folder)  # a leftover without weights
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

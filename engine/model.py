@@ -41,7 +41,8 @@ class Proj(nn.Module):
 
     On the CPU, MKL's matrix-vector product (one decode token) streams a wide weight faster from an
     [in, out] layout than from nn.Linear's [out, in]: measured on a 2-core AMD EPYC, a SmolLM2-135M
-    decode step took 61 ms instead of 76 ms with q/k/v, o, gate/up and the output head transposed.
+    decode step took 60 ms instead of 75 ms with q/k/v, o, gate/up and the output head transposed
+    (benchmarks/cpu_layout.py).
     Narrow-output matrices (the down projection) are faster as they are. `cpu_layout()` applies it."""
 
     def __init__(self, d_in: int, d_out: int):

@@ -8,6 +8,7 @@ rope theta 1e6; AMD-Llama-135m: head_dim 64, intermediate 2.67 x hidden, untied 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,16 +17,6 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLAMA_GGUF = "ggml-vocab-llama-spm.gguf"
-
-# CodeLlama-7b's added tokens, ids 32000..32015 (see fixtures/README.md); the four infilling
-# markers are special tokens, the others ordinary vocabulary entries.
-CODELLAMA_ADDED = [
-    "▁<SU", "▁<SUF", "▁<PRE", "▁<M", "▁<MID", "▁<E", "▁<EOT", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>",
-    "▁<EOT><EOT>", "▁<EOT><EOT><EOT>", "▁<EOT><EOT><EOT><EOT>", "▁<EOT><EOT><EOT><EOT><EOT>",
-    "▁<EOT><EOT><EOT><EOT><EOT><EOT>",
-]
-CODELLAMA_SPECIAL = {"▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"}
-
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_caches(tmp_path_factory):
@@ -47,15 +38,23 @@ def llama_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+def add_codellama_tokens(tok):
+    """Llama-2's tokenizer -> CodeLlama-7b's: its 16 added tokens, ids 32000..32015, the four
+    infilling markers special (the list is in fixtures/codellama-added-tokens.json)."""
+    from tokenizers import AddedToken
+
+    for entry in json.loads((FIXTURES / "codellama-added-tokens.json").read_text()):
+        tok.add_tokens([AddedToken(entry["content"], special=entry["special"], normalized=False)])
+        assert tok.convert_tokens_to_ids(entry["content"]) == entry["id"]
+    return tok
+
+
 @pytest.fixture(scope="session")
 def codellama_tokenizer_dir(tmp_path_factory, llama_tokenizer_dir) -> Path:
-    from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(llama_tokenizer_dir))
-    for piece in CODELLAMA_ADDED:
-        tok.add_tokens([AddedToken(piece, special=piece in CODELLAMA_SPECIAL, normalized=False)])
-    assert len(tok) == 32016 and tok.convert_tokens_to_ids("▁<EOT>") == 32010
+    tok = add_codellama_tokens(AutoTokenizer.from_pretrained(str(llama_tokenizer_dir)))
+    assert len(tok) == 32016
     out = tmp_path_factory.mktemp("codellama-tokenizer")
     tok.save_pretrained(str(out))
     return out

@@ -10,12 +10,18 @@ from engine.model import Llama, hf_state_dict, load_hf_weights
 from .conftest import hf_llama
 
 
-@pytest.mark.parametrize("kv_heads,tie", [(4, False), (2, True), (1, False)])
-def test_logits_match_transformers_in_chunks(kv_heads, tie):
-    hf = hf_llama(300, 64, 2, 4, kv_heads, 172, 1e4, 256, tie, seed=kv_heads)
+def pair(vocab, hidden, layers, heads, kv_heads, inter, tie, seed, capacity):
+    """A tiny transformers Llama and ours with the same weights and a cache of `capacity`."""
+    hf = hf_llama(vocab, hidden, layers, heads, kv_heads, inter, 1e4, 256, tie, seed=seed)
     model = Llama(ModelConfig.from_hf(hf.config.to_dict()))
     load_hf_weights(model, hf.state_dict().__getitem__)
-    model.setup_cache(64)
+    model.setup_cache(capacity)
+    return hf, model
+
+
+@pytest.mark.parametrize("kv_heads,tie", [(4, False), (2, True), (1, False)])
+def test_logits_match_transformers_in_chunks(kv_heads, tie):
+    hf, model = pair(300, 64, 2, 4, kv_heads, 172, tie, seed=kv_heads, capacity=64)
     ids = torch.randint(0, 300, (1, 21))
     with torch.no_grad():
         reference = hf(ids).logits[0]
@@ -25,10 +31,7 @@ def test_logits_match_transformers_in_chunks(kv_heads, tie):
 
 
 def test_rolled_back_positions_are_overwritten():
-    hf = hf_llama(100, 32, 1, 2, 2, 64, 1e4, 64, False, seed=5)
-    model = Llama(ModelConfig.from_hf(hf.config.to_dict()))
-    load_hf_weights(model, hf.state_dict().__getitem__)
-    model.setup_cache(32)
+    hf, model = pair(100, 32, 1, 2, 2, 64, False, seed=5, capacity=32)
     ids = torch.randint(0, 100, (1, 10))
     with torch.no_grad():
         model(ids, 0)
@@ -39,9 +42,7 @@ def test_rolled_back_positions_are_overwritten():
 
 
 def test_hf_state_dict_round_trips():
-    hf = hf_llama(100, 32, 2, 4, 2, 64, 1e4, 64, False, seed=6)
-    model = Llama(ModelConfig.from_hf(hf.config.to_dict()))
-    load_hf_weights(model, hf.state_dict().__getitem__)
+    hf, model = pair(100, 32, 2, 4, 2, 64, False, seed=6, capacity=8)
     ours = hf_state_dict(model)
     for name, tensor in hf.state_dict().items():
         assert torch.equal(ours[name], tensor), name
@@ -69,10 +70,7 @@ def test_smollm2_converted_weights_match_transformers(smollm2):
 
 
 def test_cpu_layout_keeps_the_function_and_the_exported_weights():
-    hf = hf_llama(300, 64, 2, 4, 2, 172, 1e4, 256, True, seed=9)
-    model = Llama(ModelConfig.from_hf(hf.config.to_dict()))
-    load_hf_weights(model, hf.state_dict().__getitem__)
-    model.setup_cache(32)
+    hf, model = pair(300, 64, 2, 4, 2, 172, True, seed=9, capacity=32)
     ids = torch.randint(0, 300, (1, 9))
     with torch.no_grad():
         before = model(ids, 0)
