@@ -39,14 +39,15 @@ def add_commands(sub) -> None:
     pull.set_defaults(run=run_models_pull)
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, context_tokens: int = 2048) -> None:
     p.add_argument("--profile", default=None, help="codellama-7b, smollm2-135m or auto (the default)")
     p.add_argument("--target", default=None, metavar="MODEL", help="hub id, Hugging Face folder or .gguf file")
     p.add_argument("--draft", default=None, metavar="MODEL|ngram|none", help="draft model, prompt lookup (ngram) or none")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--fim", default=None, choices=FIM_MODES, help="infilling prompt: auto, psm, spm, none")
-    p.add_argument("--context-tokens", type=int, default=2048, metavar="N", help="prompt budget in tokens (default 2048)")
+    p.add_argument("--context-tokens", type=int, default=context_tokens, metavar="N",
+                   help=f"prompt budget in tokens (default {context_tokens})")
 
 
 def parse_location(location: str) -> tuple[Path, int, int]:

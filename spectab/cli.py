@@ -10,6 +10,7 @@ import sys
 
 from engine import cli as engine_cli
 from engine.errors import SpectabError, first_line
+from lsp_server import cli as server_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     engine_cli.add_commands(sub)
+    server_cli.add_commands(sub)
     for name, about, issue in (
-        ("serve", "run the language server (not implemented yet)", "the language server"),
         ("train", "train or reproduce draft models (not implemented yet)", "the training package"),
     ):
         p = sub.add_parser(name, help=about, description=f"{about}.")

@@ -100,8 +100,10 @@ def test_incompatible_draft_is_refused(tmp_path, smollm2, smollm2_gguf, tiny_mod
 
 
 def test_unbuilt_commands_say_so():
-    line = one_error_line(spectab("serve"))
+    line = one_error_line(spectab("train"))
     assert "not implemented yet" in line
+    line = one_error_line(spectab("serve", "--tcp", "localhost:99999"))
+    assert "port 1..65535" in line
 
 
 def test_models_list_and_offline_pull(smollm2_gguf):

@@ -1,0 +1,274 @@
+"""The language server: LSP in, engine suggestions out (pygls 2, lsprotocol types).
+
+Handlers stay thin: positions are mapped with the negotiated encoding, the service does the work,
+and every failure a request can cause becomes an empty result or an LSP error, never an exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, default_converter
+
+from .model_host import LoadState, ModelHost
+from .service import CompletionService
+from .settings import Settings, apply, model_changed
+
+log = logging.getLogger("spectab.server")
+
+VERSION = "0.1.0"
+STATUS_METHOD = "spectab/status"
+ACCEPTED_COMMAND = "spectab.accepted"
+MAX_DOCUMENT_CHARS = 4_000_000  # larger "documents" are data or generated files, not code to complete
+
+
+def converter():
+    """lsprotocol's converter, tolerant of inline trigger kind 0: older VS Code clients send the
+    editor's own enum (0 = invoke, 1 = automatic) instead of LSP's (1 = invoked, 2 = automatic)."""
+    conv = default_converter()
+
+    def trigger_kind(value, _type):
+        if value in (1, 2):
+            return types.InlineCompletionTriggerKind(value)
+        return types.InlineCompletionTriggerKind.Invoked
+
+    conv.register_structure_hook(types.InlineCompletionTriggerKind, trigger_kind)
+    return conv
+
+
+class _Dropped:
+    """What a request whose params do not parse becomes after its error was answered: pygls
+    ignores a message of an unknown JSON-RPC version."""
+
+    jsonrpc = "dropped"
+
+
+class Protocol(LanguageServerProtocol):
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except Exception as err:
+            # pygls logs params it cannot parse and drops the request, leaving the client waiting
+            # forever: answer it with the error instead
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                detail = first_cause(err)
+                self._send_response(data["id"], error=JsonRpcInvalidParams(f"invalid params for {data['method']}: {detail}").to_response_error())
+                return _Dropped()
+            raise
+
+
+def first_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    leaves = getattr(err, "exceptions", None)
+    while leaves:
+        err = leaves[0]
+        leaves = getattr(err, "exceptions", None)
+    return f"{type(err).__name__}: {err}"
+
+
+class SpectabServer(LanguageServer):
+    def __init__(self, defaults: Settings):
+        super().__init__("spectab", VERSION, protocol_cls=Protocol, converter_factory=converter)
+        self.settings = defaults
+        self.host = ModelHost()
+        self.service = CompletionService(self.host)
+        self._told: set[str] = set()  # messages already shown: each problem is said once
+        self._progress_token: str | None = None
+
+    # -- messages ------------------------------------------------------------------------------
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        """Show `message` to the user once per session, and log it."""
+        log.warning(message) if kind != types.MessageType.Error else log.error(message)
+        if message in self._told:
+            return
+        self._told.add(message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"spectab: {message}"))
+
+    # -- model loading -------------------------------------------------------------------------
+    def start_loading(self) -> None:
+        caps = self.client_capabilities
+        can_progress = bool(caps and caps.window and caps.window.work_done_progress)
+        token = None
+        if can_progress:
+            token = str(uuid.uuid4())
+            self.work_done_progress.create(token)
+            what = self.settings.target or self.settings.profile or "auto"
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="spectab", message=f"loading {what}"))
+        self._progress_token = token
+        loop = asyncio.get_running_loop()  # handlers run on the loop; the load does not
+
+        def progress(message: str) -> None:
+            if token:
+                loop.call_soon_threadsafe(self.work_done_progress.report, token, types.WorkDoneProgressReport(message=message))
+
+        def done(state: LoadState) -> None:
+            loop.call_soon_threadsafe(self._loaded, state, token)
+
+        self.host.load(self.settings, progress, done)
+
+    def _loaded(self, state: LoadState, token: str | None) -> None:
+        if token:
+            message = "ready" if state.state == "ready" else f"failed: {state.error}"
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        if state.state == "error":
+            self.tell(f"no model loaded: {state.error}", types.MessageType.Error)
+        else:
+            c = self.host.completer
+            log.info("ready: %s (draft %s) on %s", c.target_info.name, c.draft_name, c.device)
+
+    def status(self) -> dict[str, Any]:
+        c = self.host.completer
+        return {
+            "state": self.host.status.state,
+            "error": self.host.status.error or None,
+            "profile": c.profile if c else None,
+            "target": c.target_info.name if c else None,
+            "draft": c.draft_name if c else None,
+            "device": str(c.device) if c else None,
+            **self.service.stats.as_dict(),
+        }
+
+    # -- completion ----------------------------------------------------------------------------
+    async def suggest(self, uri: str, position: types.Position, explicit: bool):
+        """(answer, document) for a request, or None for an empty result."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            raise JsonRpcInvalidParams(f"unknown document {uri}: send textDocument/didOpen first")
+        if self.settings.languages and doc.language_id not in self.settings.languages:
+            return None
+        text = doc.source
+        if len(text) > MAX_DOCUMENT_CHARS or "\x00" in text:
+            self.tell(f"{uri.rsplit('/', 1)[-1]} is too large or binary; spectab does not complete in it")
+            return None
+        offset = offset_of(doc, position)
+        if offset is None:
+            log.info("position %d:%d is outside %s", position.line, position.character, uri)
+            return None
+        answer = await self.service.suggest(uri, text, offset, explicit, self.settings)
+        return (answer, doc) if answer.text else None
+
+
+def offset_of(doc, position: types.Position) -> int | None:
+    """The character offset in `doc.source` of an LSP position in the negotiated encoding (UTF-16
+    unless the client chose UTF-8 or UTF-32), or None when it is not inside the document."""
+    lines = doc.lines
+    if position.line < 0 or position.character < 0 or position.line > len(lines):
+        return None
+    start = sum(len(line) for line in lines[: position.line])
+    if position.line == len(lines):  # the empty line after a final newline
+        return start if position.character == 0 and (not lines or lines[-1].endswith("\n")) else None
+    line = lines[position.line].rstrip("\r\n")
+    units = 0
+    for column, ch in enumerate(line):
+        if units == position.character:
+            return start + column
+        units += doc.position_codec.client_num_units(ch)
+        if units > position.character:
+            return None  # inside a character (half a surrogate pair, a partial UTF-8 sequence)
+    return start + len(line) if units == position.character else None
+
+
+def build(defaults: Settings) -> SpectabServer:
+    server = SpectabServer(defaults)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: SpectabServer, params: types.InitializeParams) -> None:
+        ls.settings, problems = apply(ls.settings, params.initialization_options)
+        for p in problems:
+            ls.tell(p)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: SpectabServer, params: types.InitializedParams) -> None:
+        ls.start_loading()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: SpectabServer, params: types.DidChangeConfigurationParams) -> None:
+        raw = params.settings
+        if not isinstance(raw, dict) or not raw:
+            # pull model: the client says "something changed"; ask for our section
+            try:
+                answer = await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="spectab")]))
+                raw = answer[0] if answer else {}
+            except Exception as err:  # a client without workspace/configuration
+                log.info("could not pull configuration: %s", err)
+                return
+        old = ls.settings
+        ls.settings, problems = apply(old, raw)
+        for p in problems:
+            ls.tell(p)
+        if model_changed(old, ls.settings) or ls.host.status.state == "error":
+            ls.start_loading()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: SpectabServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.service.forget(params.text_document.uri)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION,
+        # not an empty object: Emacs decodes {} as nil and would think the feature absent
+        types.InlineCompletionOptions(work_done_progress=False),
+    )
+    async def inline_completion(ls: SpectabServer, params: types.InlineCompletionParams):
+        explicit = params.context.trigger_kind != types.InlineCompletionTriggerKind.Automatic
+        found = await ls.suggest(params.text_document.uri, params.position, explicit)
+        if found is None:
+            return types.InlineCompletionList(items=[])
+        answer, _doc = found
+        at = types.Range(start=params.position, end=params.position)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(
+            insert_text=answer.text, range=at,
+            command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
+                                  arguments=[{"uri": params.text_document.uri, "chars": len(answer.text)}]),
+        )])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
+    async def completion(ls: SpectabServer, params: types.CompletionParams):
+        kind = params.context.trigger_kind if params.context else types.CompletionTriggerKind.Invoked
+        found = await ls.suggest(params.text_document.uri, params.position, kind == types.CompletionTriggerKind.Invoked)
+        if found is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        answer, doc = found
+        # replace the word being typed so clients that filter by it (eglot) keep the item
+        word = _word_before(answer.cursor.line_prefix)
+        start = types.Position(line=params.position.line,
+                               character=params.position.character - doc.position_codec.client_num_units(word))
+        new_text = word + answer.text
+        return types.CompletionList(is_incomplete=True, items=[types.CompletionItem(
+            label=new_text.split("\n", 1)[0] or new_text.strip() or new_text,
+            kind=types.CompletionItemKind.Text,
+            detail="spectab",
+            filter_text=new_text,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+            command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
+                                  arguments=[{"uri": params.text_document.uri, "chars": len(answer.text)}]),
+        )])
+
+    @server.command(ACCEPTED_COMMAND)
+    def accepted(ls: SpectabServer, *args) -> None:
+        ls.service.stats.accepted += 1  # counted here, never sent anywhere
+
+    @server.feature(STATUS_METHOD)
+    def status(ls: SpectabServer, params: Any) -> dict:
+        return ls.status()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: SpectabServer, params: Any) -> None:
+        ls.service.shutdown()
+
+    return server
+
+
+def _word_before(line_prefix: str) -> str:
+    i = len(line_prefix)
+    while i > 0 and (line_prefix[i - 1].isalnum() or line_prefix[i - 1] == "_"):
+        i -= 1
+    return line_prefix[i:]

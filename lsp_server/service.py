@@ -1,0 +1,204 @@
+"""The request lifecycle: from a cursor in a document to one suggestion, fast and never in the way.
+
+- Per document the newest request wins: the older one is answered empty at once and its generation
+  stops at the engine's next round. Generation runs on one worker thread, one at a time; a request
+  that was superseded while it waited for the worker does no work, so nothing queues up.
+- Automatic triggers wait `debounceMs` first (explicit ones do not); each request has a deadline
+  after which the best safe part of what was generated is answered.
+- Typed-ahead: when the user types the start of the last suggestion, the rest is served from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .context import Cursor, cursor_at
+from .model_host import ModelHost
+from .postprocess import cut_block, finish, safe_partial
+from .settings import Settings
+
+log = logging.getLogger("spectab.server")
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    generations: int = 0
+    typed_ahead: int = 0
+    superseded: int = 0
+    empty: int = 0
+    accepted: int = 0
+    prompt_tokens: int = 0
+    reused_prompt_tokens: int = 0
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    last_latency_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests,
+            "generations": self.generations,
+            "typedAhead": self.typed_ahead,
+            "superseded": self.superseded,
+            "empty": self.empty,
+            "acceptedSuggestions": self.accepted,
+            "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 1),
+            "acceptanceRate": round(self.draft_accepted / self.draft_proposed, 4) if self.draft_proposed else None,
+            "prefixCacheHitRate": round(self.reused_prompt_tokens / self.prompt_tokens, 4) if self.prompt_tokens else None,
+        }
+
+
+@dataclass
+class _Shown:
+    """The last suggestion of a document, for typed-ahead reuse."""
+    before: str
+    after: str
+    text: str
+    multiline: bool
+
+
+@dataclass
+class Answer:
+    text: str
+    cursor: Cursor | None = None
+    source: str = "model"
+
+
+class CompletionService:
+    def __init__(self, host: ModelHost):
+        self.host = host
+        self.stats = Stats()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectab-generate")
+        self._ids = itertools.count(1)
+        self._inflight: dict[str, tuple[int, threading.Event, asyncio.Event]] = {}
+        self._shown: dict[str, _Shown] = {}
+
+    def forget(self, uri: str) -> None:
+        self._shown.pop(uri, None)
+        self._supersede(uri)
+
+    def shutdown(self) -> None:
+        for uri in list(self._inflight):
+            self._supersede(uri)
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    async def suggest(self, uri: str, text: str, offset: int, explicit: bool, settings: Settings) -> Answer:
+        """The suggestion at `offset` of `text` ("" = none). Must run on the event loop."""
+        arrived = time.monotonic()
+        self.stats.requests += 1
+        request_id = next(self._ids)
+        self._supersede(uri)
+        cancel, superseded = threading.Event(), asyncio.Event()
+        self._inflight[uri] = (request_id, cancel, superseded)
+        try:
+            cur = cursor_at(text, offset, settings.contextTokens)
+            multiline = settings.multiline == "always" or (settings.multiline == "auto" and cur.at_line_end)
+            reused = self._typed_ahead(uri, text, offset)
+            if reused is not None:
+                self.stats.typed_ahead += 1
+                return self._answer(Answer(reused, cur, "typed-ahead"), arrived)
+            completer = self.host.completer if self.host.ready else None
+            if completer is None:
+                return self._answer(Answer("", cur), arrived)
+            if not explicit and settings.debounceMs:
+                try:
+                    await asyncio.wait_for(superseded.wait(), settings.debounceMs / 1000)
+                except asyncio.TimeoutError:
+                    pass
+            if cancel.is_set():
+                self.stats.superseded += 1
+                return self._answer(Answer(""), arrived)
+            deadline = arrived + settings.deadlineMs / 1000
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(self._worker, self._generate, completer, cur, multiline, settings, cancel, deadline)
+            gate = asyncio.ensure_future(superseded.wait())
+            try:
+                await asyncio.wait({job, gate}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gate.cancel()
+            if cancel.is_set() or not job.done():
+                self.stats.superseded += 1
+                return self._answer(Answer(""), arrived)
+            suggestion = job.result()
+            if suggestion:
+                self._shown[uri] = _Shown(text[:offset], text[offset:], suggestion, multiline)
+            return self._answer(Answer(suggestion, cur), arrived)
+        except asyncio.CancelledError:
+            cancel.set()  # $/cancelRequest: the engine stops at its next round
+            raise
+        finally:
+            if self._inflight.get(uri, (None,))[0] == request_id:
+                del self._inflight[uri]
+
+    def _supersede(self, uri: str) -> None:
+        old = self._inflight.pop(uri, None)
+        if old is not None:
+            old[1].set()
+            old[2].set()
+
+    def _typed_ahead(self, uri: str, text: str, offset: int) -> str | None:
+        shown = self._shown.get(uri)
+        if shown is None or text[offset:] != shown.after:
+            return None
+        before = text[:offset]
+        if not before.startswith(shown.before):
+            return None
+        typed = before[len(shown.before):]
+        if 0 < len(typed) < len(shown.text) and shown.text.startswith(typed):
+            return shown.text[len(typed):]
+        return None
+
+    def _generate(self, completer, cur: Cursor, multiline: bool, settings: Settings,
+                  cancel: threading.Event, deadline: float) -> str:
+        """On the worker thread: generate, stopping early once the block is complete."""
+        from engine.sampling import SamplingParams  # torch: imported once the model has loaded
+
+        if cancel.is_set():
+            return ""  # superseded while waiting for the worker: no work
+        self.stats.generations += 1
+        block_done = threading.Event()
+        pieces: list[str] = []
+
+        def watch(piece: str) -> None:
+            # a multi-line suggestion ends with the cursor's block: stop generating once a whole
+            # line falls outside it
+            if not multiline:
+                return
+            pieces.append(piece)
+            so_far = "".join(pieces)
+            whole_lines = so_far[: so_far.rfind("\n") + 1]
+            if whole_lines and len(cut_block(whole_lines, cur)) < len(whole_lines.rstrip("\n")):
+                block_done.set()
+
+        result = completer.complete(
+            cur.prefix, cur.suffix, settings.maxNewTokens, SamplingParams(settings.temperature),
+            single_line=not multiline, deadline=deadline,
+            cancelled=lambda: cancel.is_set() or block_done.is_set(), on_text=watch,
+        )
+        s = result.stats
+        self.stats.prompt_tokens += s.prompt_tokens
+        self.stats.reused_prompt_tokens += s.reused_prompt_tokens
+        self.stats.draft_proposed += s.draft_proposed
+        self.stats.draft_accepted += s.draft_accepted
+        if cancel.is_set():
+            return ""
+        text = result.text
+        if s.stop_reason == "deadline":
+            text = safe_partial(text, multiline)
+        return finish(text, cur, multiline)
+
+    def _answer(self, answer: Answer, arrived: float) -> Answer:
+        latency = (time.monotonic() - arrived) * 1000
+        self.stats.last_latency_ms = latency
+        self.stats.latencies_ms.append(latency)
+        del self.stats.latencies_ms[:-1000]
+        if not answer.text:
+            self.stats.empty += 1
+        return answer

@@ -1,0 +1,98 @@
+"""The server's settings: the keys every editor client sends, under the section `spectab`.
+
+They arrive as `initializationOptions` and with `workspace/didChangeConfiguration`. Unknown keys and
+bad values are reported (one message each) and the rest still applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from engine.prompts import FIM_MODES
+
+MULTILINE = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str | None = None
+    """`auto` (None), `codellama-7b` or `smollm2-135m`."""
+    target: str | None = None
+    """Overrides the profile's target: hub id, Hugging Face folder or .gguf file."""
+    draft: str | None = None
+    """Overrides the profile's draft: a model, `ngram` or `none`."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N, mps."""
+    dtype: str = "auto"
+    """auto, float32, bfloat16, float16."""
+    maxNewTokens: int = 64
+    """Most tokens one suggestion may have."""
+    temperature: float = 0.0
+    """0 = greedy (the default: the same text for the same context)."""
+    debounceMs: int = 75
+    """Wait this long after an automatic trigger before generating (explicit triggers do not wait)."""
+    deadlineMs: int = 4000
+    """After this long a request answers with the best safe part generated so far."""
+    multiline: str = "auto"
+    """auto: several lines only at the end of a line; always; never."""
+    contextTokens: int = 1024
+    """Prompt budget in tokens around the cursor (bigger: more context, slower first request)."""
+    languages: tuple[str, ...] = ()
+    """languageIds to complete in; empty = all."""
+    fim: str = "auto"
+    """Infilling prompt format: auto, psm, spm, none."""
+
+
+# key -> (type check, value check, what a valid value is)
+_RULES: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+    "profile": ((str, type(None)), lambda v: True, "a profile name"),
+    "target": ((str, type(None)), lambda v: v is None or bool(v.strip()), "a model"),
+    "draft": ((str, type(None)), lambda v: v is None or bool(v.strip()), "a model, ngram or none"),
+    "device": (str, lambda v: bool(v), "auto, cpu, cuda, cuda:N or mps"),
+    "dtype": (str, lambda v: v in ("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"),
+    "maxNewTokens": (int, lambda v: 1 <= v <= 512, "an integer 1..512"),
+    "temperature": ((int, float), lambda v: 0 <= v <= 5, "a number 0..5"),
+    "debounceMs": (int, lambda v: 0 <= v <= 5000, "an integer 0..5000"),
+    "deadlineMs": (int, lambda v: 50 <= v <= 60000, "an integer 50..60000"),
+    "multiline": (str, lambda v: v in MULTILINE, "auto, always or never"),
+    "contextTokens": (int, lambda v: 64 <= v <= 16384, "an integer 64..16384"),
+    "languages": ((list, tuple), lambda v: all(isinstance(x, str) for x in v), "a list of languageIds"),
+    "fim": (str, lambda v: v in FIM_MODES, ", ".join(FIM_MODES)),
+}
+MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim")
+"""Changing one of these means building a new engine; the others apply to the next request."""
+
+
+def unwrap(raw: Any) -> dict:
+    """The `spectab` section of whatever a client sent (some send it wrapped, some bare)."""
+    if isinstance(raw, dict) and isinstance(raw.get("spectab"), dict):
+        return raw["spectab"]
+    return raw if isinstance(raw, dict) else {}
+
+
+def apply(base: Settings, raw: Any) -> tuple[Settings, list[str]]:
+    """`base` updated with the valid keys of `raw`; the problems, one line each."""
+    section = unwrap(raw)
+    known = {f.name for f in fields(Settings)}
+    changes, problems = {}, []
+    for key, value in section.items():
+        if key not in known:
+            problems.append(f"unknown setting spectab.{key} (ignored)")
+            continue
+        kind, ok, expected = _RULES[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+            problems.append(f"setting spectab.{key} must be {expected}, not {value!r} (kept {getattr(base, key)!r})")
+            continue
+        if key == "languages":
+            value = tuple(value)
+        if key == "profile" and value == "auto":
+            value = None
+        if key == "temperature":
+            value = float(value)
+        changes[key] = value
+    return replace(base, **changes), problems
+
+
+def model_changed(old: Settings, new: Settings) -> bool:
+    return any(getattr(old, k) != getattr(new, k) for k in MODEL_KEYS)
