@@ -49,11 +49,16 @@ class ModelHost:
     def ready(self) -> bool:
         return self.completer is not None and self.status.state == "ready"
 
-    def load(self, settings: Settings, on_progress: Callable[[str], None], on_done: Callable[[LoadState], None]) -> None:
-        """Start loading in a thread; `on_done` is called from that thread when it ends."""
+    def begin(self) -> int:
+        """Say `loading` from now on (before the load starts, so no status request can see the
+        previous state); returns the number to pass to `load`."""
         with self._lock:
             self.status = LoadState("loading", "", self.status.generation + 1)
-            generation = self.status.generation
+            return self.status.generation
+
+    def load(self, generation: int, settings: Settings, on_progress: Callable[[str], None],
+             on_done: Callable[[LoadState], None]) -> None:
+        """Load in a thread; `on_done` is called from that thread when it ends."""
         threading.Thread(target=self._load, args=(settings, generation, on_progress, on_done),
                          name=f"spectab-load-{generation}", daemon=True).start()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ from pygls.protocol import LanguageServerProtocol, default_converter
 
 from .model_host import LoadState, ModelHost
 from .service import CompletionService
-from .settings import Settings, apply, model_changed
+from .settings import Settings, apply, model_changed, unwrap
 
 log = logging.getLogger("spectab.server")
 
@@ -80,7 +81,7 @@ class SpectabServer(LanguageServer):
         self.host = ModelHost()
         self.service = CompletionService(self.host)
         self._told: set[str] = set()  # messages already shown: each problem is said once
-        self._progress_token: str | None = None
+        self.shutdown_requested = False
 
     # -- messages ------------------------------------------------------------------------------
     def tell(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
@@ -92,16 +93,21 @@ class SpectabServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=f"spectab: {message}"))
 
     # -- model loading -------------------------------------------------------------------------
-    def start_loading(self) -> None:
+    async def start_loading(self) -> None:
+        generation = self.host.begin()
         caps = self.client_capabilities
         can_progress = bool(caps and caps.window and caps.window.work_done_progress)
         token = None
         if can_progress:
             token = str(uuid.uuid4())
-            self.work_done_progress.create(token)
+            try:
+                await self.work_done_progress.create_async(token)  # the client must know it first
+            except Exception as err:
+                log.info("no progress bar: %s", err)
+                token = None
+        if token:
             what = self.settings.target or self.settings.profile or "auto"
             self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="spectab", message=f"loading {what}"))
-        self._progress_token = token
         loop = asyncio.get_running_loop()  # handlers run on the loop; the load does not
 
         def progress(message: str) -> None:
@@ -111,7 +117,7 @@ class SpectabServer(LanguageServer):
         def done(state: LoadState) -> None:
             loop.call_soon_threadsafe(self._loaded, state, token)
 
-        self.host.load(self.settings, progress, done)
+        self.host.load(generation, self.settings, progress, done)
 
     def _loaded(self, state: LoadState, token: str | None) -> None:
         if token:
@@ -180,23 +186,23 @@ def build(defaults: Settings) -> SpectabServer:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: SpectabServer, params: types.InitializeParams) -> None:
-        ls.settings, problems = apply(ls.settings, params.initialization_options)
+        ls.settings, problems = apply(ls.settings, unwrap(params.initialization_options))
         for p in problems:
             ls.tell(p)
 
     @server.feature(types.INITIALIZED)
-    def initialized(ls: SpectabServer, params: types.InitializedParams) -> None:
-        ls.start_loading()
+    async def initialized(ls: SpectabServer, params: types.InitializedParams) -> None:
+        await ls.start_loading()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: SpectabServer, params: types.DidChangeConfigurationParams) -> None:
-        raw = params.settings
-        if not isinstance(raw, dict) or not raw:
+        raw = unwrap(params.settings)
+        if not raw:
             # pull model: the client says "something changed"; ask for our section
             try:
                 answer = await ls.workspace_configuration_async(
                     types.ConfigurationParams(items=[types.ConfigurationItem(section="spectab")]))
-                raw = answer[0] if answer else {}
+                raw = unwrap(answer[0]) if answer else {}
             except Exception as err:  # a client without workspace/configuration
                 log.info("could not pull configuration: %s", err)
                 return
@@ -205,7 +211,7 @@ def build(defaults: Settings) -> SpectabServer:
         for p in problems:
             ls.tell(p)
         if model_changed(old, ls.settings) or ls.host.status.state == "error":
-            ls.start_loading()
+            await ls.start_loading()
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: SpectabServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -262,7 +268,15 @@ def build(defaults: Settings) -> SpectabServer:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: SpectabServer, params: Any) -> None:
+        ls.shutdown_requested = True
         ls.service.shutdown()
+
+    @server.feature(types.EXIT)
+    def exit_now(ls: SpectabServer, params: Any) -> None:
+        # leave without interpreter teardown: a model still loading in its thread (inside torch)
+        # can abort a normal exit
+        logging.shutdown()
+        os._exit(0 if ls.shutdown_requested else 1)
 
     return server
 

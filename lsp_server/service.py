@@ -39,6 +39,7 @@ class Stats:
     draft_proposed: int = 0
     draft_accepted: int = 0
     last_latency_ms: float | None = None
+    last_stop: str | None = None
     latencies_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -50,6 +51,7 @@ class Stats:
             "empty": self.empty,
             "acceptedSuggestions": self.accepted,
             "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 1),
+            "lastStopReason": self.last_stop,
             "acceptanceRate": round(self.draft_accepted / self.draft_proposed, 4) if self.draft_proposed else None,
             "prefixCacheHitRate": round(self.reused_prompt_tokens / self.prompt_tokens, 4) if self.prompt_tokens else None,
         }
@@ -183,6 +185,7 @@ class CompletionService:
             cancelled=lambda: cancel.is_set() or block_done.is_set(), on_text=watch,
         )
         s = result.stats
+        self.stats.last_stop = "block end" if block_done.is_set() else s.stop_reason
         self.stats.prompt_tokens += s.prompt_tokens
         self.stats.reused_prompt_tokens += s.reused_prompt_tokens
         self.stats.draft_proposed += s.draft_proposed

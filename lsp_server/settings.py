@@ -65,15 +65,19 @@ MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", 
 
 
 def unwrap(raw: Any) -> dict:
-    """The `spectab` section of whatever a client sent (some send it wrapped, some bare)."""
-    if isinstance(raw, dict) and isinstance(raw.get("spectab"), dict):
+    """The `spectab` section of whatever a client sent: wrapped ({"spectab": {...}}), bare, or not
+    there at all (other sections only: {})."""
+    if not isinstance(raw, dict):
+        return {}
+    if isinstance(raw.get("spectab"), dict):
         return raw["spectab"]
-    return raw if isinstance(raw, dict) else {}
+    known = {f.name for f in fields(Settings)}
+    return raw if any(key in known for key in raw) else {}
 
 
-def apply(base: Settings, raw: Any) -> tuple[Settings, list[str]]:
-    """`base` updated with the valid keys of `raw`; the problems, one line each."""
-    section = unwrap(raw)
+def apply(base: Settings, section: dict) -> tuple[Settings, list[str]]:
+    """`base` updated with the valid keys of a `spectab` section (see `unwrap`); the problems, one
+    line each."""
     known = {f.name for f in fields(Settings)}
     changes, problems = {}, []
     for key, value in section.items():

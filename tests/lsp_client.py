@@ -23,6 +23,7 @@ class LspClient:
         )
         self._next_id = 0
         self._responses: dict[int, dict] = {}
+        self.arrived: dict[int, float] = {}  # request id -> time.perf_counter() of its answer
         self._cond = threading.Condition()
         self.notifications: queue.Queue = queue.Queue()
         self.messages: list[dict] = []  # window/showMessage params
@@ -59,6 +60,7 @@ class LspClient:
             if "id" in message and "method" in message:
                 self._answer_server_request(message)
             elif "id" in message:
+                self.arrived[message["id"]] = time.perf_counter()
                 with self._cond:
                     self._responses[message["id"]] = message
                     self._cond.notify_all()

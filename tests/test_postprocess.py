@@ -4,7 +4,7 @@ import pytest
 
 from lsp_server.context import cursor_at
 from lsp_server.postprocess import finish, safe_partial
-from lsp_server.settings import Settings, apply, model_changed
+from lsp_server.settings import Settings, apply, model_changed, unwrap
 
 
 def at(text: str) -> tuple:
@@ -53,10 +53,11 @@ def test_cursor_context_windows_at_line_boundaries():
 
 
 def test_settings_keep_good_values_and_report_bad_ones():
-    s, problems = apply(Settings(), {"spectab": {"maxNewTokens": 32, "multiline": "sometimes", "languages": ["python"],
-                                                 "profile": "auto", "debounceMs": True, "colour": "red"}})
+    s, problems = apply(Settings(), unwrap({"spectab": {"maxNewTokens": 32, "multiline": "sometimes", "languages": ["python"],
+                                                 "profile": "auto", "debounceMs": True, "colour": "red"}}))
     assert s.maxNewTokens == 32 and s.languages == ("python",) and s.profile is None
     assert s.multiline == "auto" and s.debounceMs == Settings.debounceMs
     assert len(problems) == 3 and any("spectab.colour" in p for p in problems)
     assert not model_changed(Settings(), s)
-    assert model_changed(s, apply(s, {"target": "x.gguf"})[0])
+    assert model_changed(s, apply(s, unwrap({"target": "x.gguf"}))[0])
+    assert unwrap({"python": {"x": 1}}) == {} and unwrap(None) == {} and unwrap({"spectab": {"bogus": 1}}) == {"bogus": 1}

@@ -161,6 +161,20 @@ def test_configuration_changes_apply_without_restart(tiny_server):
     assert tiny_server.request("spectab/status", {})["state"] == "ready"
 
 
+def test_deadline_and_language_filter(tiny_server):
+    uri = "file:///work/slow.py"
+    tiny_server.open(uri, "def slow():\n    ")
+    tiny_server.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"maxNewTokens": 400, "deadlineMs": 50}}})
+    before = tiny_server.request("spectab/status", {})["generations"]
+    items = tiny_server.inline(uri, 1, 4)  # answered: a safe part of the text, or nothing
+    status = tiny_server.request("spectab/status", {})
+    assert isinstance(items, list) and status["generations"] == before + 1 and status["lastStopReason"] == "deadline"
+    tiny_server.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"maxNewTokens": 12, "deadlineMs": 4000, "languages": ["rust"]}}})
+    assert tiny_server.inline(uri, 1, 4) == []
+    assert tiny_server.request("spectab/status", {})["generations"] == before + 1  # not even tried
+    tiny_server.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"languages": []}}})
+
+
 def test_model_load_failure_is_said_once_and_the_server_keeps_serving(tiny_models, tmp_path):
     client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
     try:

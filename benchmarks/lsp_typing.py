@@ -1,0 +1,106 @@
+"""A typing simulation over LSP: `spectab serve` on the offline profile (SmolLM2-135M, CPU).
+
+A client types code from this repository's files into an open document, one character per
+keystroke at a steady speed: each keystroke sends `didChange` and an automatic inline-completion
+request without waiting for the last answer, as editors do. At the end of each typed line the
+client also asks explicitly and waits for the answer. Reported: p50/p95 latency from request to
+answer for automatic and explicit triggers (automatic ones split into superseded = empty at once,
+and answered with a suggestion), the share of requests served from typed-ahead reuse, and the
+prefix-cache hit rate (prompt tokens whose KV cache was reused).
+
+    python benchmarks/lsp_typing.py [--lines 6] [--cps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import ROOT, write_results  # noqa: E402
+from tests.lsp_client import LspClient  # noqa: E402
+
+SOURCES = ("engine/speculative.py", "engine/prompts.py", "lsp_server/service.py")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=6, help="lines typed per source file")
+    ap.add_argument("--cps", type=float, default=8.0, help="typing speed, characters per second")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as logs:
+        client = LspClient(env={"SPECTAB_LOG_DIR": logs})
+        client.initialize({"profile": "smollm2-135m", "maxNewTokens": 32})
+        assert client.wait_ready()["state"] == "ready", "the offline profile did not load"
+        auto_empty, auto_shown, explicit = [], [], []
+        pending: dict[int, float] = {}
+        version = 1
+        for n, rel in enumerate(SOURCES):
+            lines = (ROOT / rel).read_text().split("\n")
+            start = len(lines) // 2
+            typed = [l for l in lines[start:start + 40] if l.strip()][: args.lines]
+            uri = f"file:///bench/doc{n}.py"
+            text = "\n".join(lines[:start]) + "\n"
+            client.open(uri, text)
+            row = start
+            for line in typed:
+                col = 0
+                for ch in line:
+                    version += 1
+                    client.change(uri, version, row, col, row, col, ch)
+                    col += 1
+                    rid = client.request_async("textDocument/inlineCompletion", {
+                        "textDocument": {"uri": uri}, "position": {"line": row, "character": col}, "context": {"triggerKind": 2}})
+                    pending[rid] = time.perf_counter()
+                    time.sleep(1 / args.cps)
+                    _collect(client, pending, auto_empty, auto_shown, block=False)
+                _collect(client, pending, auto_empty, auto_shown, block=True)
+                t0 = time.perf_counter()
+                client.inline(uri, row, col, trigger=1)
+                explicit.append((time.perf_counter() - t0) * 1000)
+                version += 1
+                client.change(uri, version, row, col, row, col, "\n")
+                row += 1
+        status = client.request("spectab/status", {})
+        client.close()
+
+    requests = status["requests"]
+    rows = [
+        ["automatic, all", len(auto_empty) + len(auto_shown), f"{pct(auto_empty + auto_shown, .5):.0f}", f"{pct(auto_empty + auto_shown, .95):.0f}"],
+        ["automatic, answered with a suggestion", len(auto_shown), f"{pct(auto_shown, .5):.0f}", f"{pct(auto_shown, .95):.0f}"],
+        ["automatic, empty (superseded, debounced away or nothing to say)", len(auto_empty), f"{pct(auto_empty, .5):.0f}", f"{pct(auto_empty, .95):.0f}"],
+        ["explicit (end of each typed line)", len(explicit), f"{pct(explicit, .5):.0f}", f"{pct(explicit, .95):.0f}"],
+    ]
+    notes = (f"Typed-ahead reuse served {status['typedAhead']} of {requests} requests ({status['typedAhead'] / requests:.1%}); "
+             f"{status['generations']} generations ran; prefix-cache hit rate {status['prefixCacheHitRate']:.1%} of prompt tokens; "
+             f"draft acceptance {status['acceptanceRate']}. SmolLM2-135M-Instruct, prompt lookup, CPU, "
+             f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines.")
+    command = f"python benchmarks/lsp_typing.py --lines {args.lines} --cps {args.cps:g}"
+    write_results("lsp_typing", command, {"status": status, "automatic_empty_ms": auto_empty,
+                                          "automatic_shown_ms": auto_shown, "explicit_ms": explicit},
+                  rows, ["requests", "count", "p50 ms", "p95 ms"], notes)
+
+
+def _collect(client: LspClient, pending: dict[int, float], empty: list, shown: list, block: bool) -> None:
+    for rid in list(pending):
+        if not block and rid not in client.arrived:
+            continue
+        answer = client.wait(rid)
+        ms = (client.arrived[rid] - pending.pop(rid)) * 1000
+        items = (answer.get("result") or {}).get("items", [])
+        (shown if items else empty).append(ms)
+
+
+if __name__ == "__main__":
+    main()
