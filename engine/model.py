@@ -74,19 +74,22 @@ class Attention(nn.Module):
         self.k_cache: torch.Tensor | None = None  # [1, n_kv, capacity, head_dim]
         self.v_cache: torch.Tensor | None = None
 
-    def forward(self, x, cos, sin, start: int, mask):
-        # x: [1, S, hidden]; cos/sin: [S, head_dim]; mask: [S, start+S] bool or None
-        _, S, _ = x.shape
+    def forward(self, x, cos, sin, start: int, mask, use_cache: bool = True):
+        # x: [B, S, hidden]; cos/sin: [S, head_dim]; mask: [S, start+S] bool or None
+        B, S, _ = x.shape
         q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(1, S, self.n_heads, self.head_dim).transpose(1, 2)  # [1, H, S, D]
-        k = k.view(1, S, self.n_kv, self.head_dim).transpose(1, 2)  # [1, Hkv, S, D]
-        v = v.view(1, S, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q.view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, S, D]
+        k = k.view(B, S, self.n_kv, self.head_dim).transpose(1, 2)  # [B, Hkv, S, D]
+        v = v.view(B, S, self.n_kv, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        end = start + S
-        self.k_cache[:, :, start:end] = k
-        self.v_cache[:, :, start:end] = v
-        keys, values = self.k_cache[:, :, :end], self.v_cache[:, :, :end]
+        if use_cache:  # inference: batch 1, keys and values kept by position
+            end = start + S
+            self.k_cache[:, :, start:end] = k
+            self.v_cache[:, :, start:end] = v
+            keys, values = self.k_cache[:, :, :end], self.v_cache[:, :, :end]
+        else:  # training: whole sequences, nothing kept
+            keys, values = k, v
         y = F.scaled_dot_product_attention(
             q, keys, values,
             attn_mask=mask,
@@ -94,7 +97,7 @@ class Attention(nn.Module):
             is_causal=mask is None and S > 1,
             enable_gqa=self.n_kv != self.n_heads,
         )
-        return self.wo(y.transpose(1, 2).reshape(1, S, -1))
+        return self.wo(y.transpose(1, 2).reshape(B, S, -1))
 
 
 class FeedForward(nn.Module):
@@ -116,8 +119,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x, cos, sin, start, mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, start, mask)
+    def forward(self, x, cos, sin, start, mask, use_cache: bool = True):
+        x = x + self.attn(self.attn_norm(x), cos, sin, start, mask, use_cache)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -150,13 +153,7 @@ class Llama(nn.Module):
             shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
             layer.attn.k_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
             layer.attn.v_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        inv_freq = 1.0 / cfg.rope_theta ** (
-            torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=p.device).float() / cfg.head_dim
-        )
-        positions = torch.arange(capacity, device=p.device).float() / cfg.rope_linear_factor
-        freqs = torch.outer(positions, inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)  # [capacity, head_dim]
-        self.rope_cos, self.rope_sin = emb.cos().to(p.dtype), emb.sin().to(p.dtype)
+        self.rope_cos, self.rope_sin = rope_tables(cfg, capacity, p.device, p.dtype)
         self.capacity = capacity
 
     def forward(self, tokens: torch.Tensor, start: int, n_logits: int | None = None) -> torch.Tensor:
@@ -177,6 +174,27 @@ class Llama(nn.Module):
         if n_logits is not None:
             x = x[:, -n_logits:]  # the output head is the costliest matmul of a prefill: skip unused rows
         return self.lm_head(self.norm(x))[0].float()
+
+    def train_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Causal forward over whole sequences without any cache, for training: tokens [B, S] ->
+        logits [B, S, vocab] in the compute dtype."""
+        S = tokens.shape[1]
+        assert S <= self.config.max_position_embeddings, f"sequence {S} is longer than the model's {self.config.max_position_embeddings} positions"
+        cos, sin = rope_tables(self.config, S, tokens.device, self.embed.weight.dtype)
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, 0, None, use_cache=False)
+        return self.lm_head(self.norm(x))
+
+
+def rope_tables(cfg: ModelConfig, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [n, head_dim] of the rotary embedding for positions 0..n-1 (computed in float32
+    like the reference, then cast)."""
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=device).float() / cfg.head_dim)
+    positions = torch.arange(n, device=device).float() / cfg.rope_linear_factor
+    freqs = torch.outer(positions, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 # Hugging Face parameter names -> ours. q/k/v and gate/up are concatenated along the output dim.

@@ -80,3 +80,10 @@ def test_cpu_layout_keeps_the_function_and_the_exported_weights():
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     for name, tensor in hf_state_dict(model).items():
         assert torch.equal(tensor, hf.state_dict()[name]), name
+
+
+def test_training_forward_matches_transformers_on_a_batch():
+    hf, model = pair(300, 64, 2, 4, 2, 172, False, seed=11, capacity=8)
+    ids = torch.randint(0, 300, (3, 17))
+    with torch.no_grad():
+        torch.testing.assert_close(model.train_logits(ids), hf(ids).logits, rtol=1e-4, atol=1e-4)
