@@ -55,16 +55,20 @@ class Completer:
         self.fim = resolve_fim(fim, self.tokenizer, target.name)
         reserve = options.max_new_tokens_limit + options.k_max + 1
         self.target = CachedModel(target.model, options.context_tokens + reserve)
-        if self.target.capacity <= reserve + 16:
-            raise SpectabError(f"{target.name} has a context of {self.target.capacity} tokens, too small for {options.max_new_tokens_limit} new tokens")
+        # a model with a short context (a small trained draft used as target) still completes: at
+        # most half its context is generated, the rest is prompt
+        self.max_new_tokens = min(options.max_new_tokens_limit, self.target.capacity // 2 - options.k_max - 1)
+        if self.max_new_tokens < 1:
+            raise SpectabError(f"{target.name} has a context of only {self.target.capacity} tokens")
         self.draft_info: LoadedModel | None = None
         self.draft: CachedModel | None = None
         if isinstance(draft, LoadedModel):
             check_compatible(draft.tokenizer, target.tokenizer)
             self.draft_info = draft
             self.draft = CachedModel(draft.model, options.context_tokens + reserve)
-            if self.draft.capacity <= reserve + 16:
-                raise SpectabError(f"draft {draft.name} has a context of {self.draft.capacity} tokens, too small for {options.max_new_tokens_limit} new tokens")
+            self.max_new_tokens = min(self.max_new_tokens, self.draft.capacity // 2 - options.k_max - 1)
+            if self.max_new_tokens < 1:
+                raise SpectabError(f"draft {draft.name} has a context of only {self.draft.capacity} tokens")
             self.drafter = ModelDrafter(self.draft, target.model.config.vocab_size, options.min_confidence)
         elif draft == "ngram":
             self.drafter = PromptLookupDrafter(options.ngram_max, options.ngram_min)
@@ -131,8 +135,8 @@ class Completer:
         fim: str | None = None,
     ) -> Generation:
         """The target model's completion at the cursor between `prefix` and `suffix`."""
-        if not 1 <= max_new_tokens <= self.options.max_new_tokens_limit:
-            raise SpectabError(f"max new tokens must be 1..{self.options.max_new_tokens_limit}, got {max_new_tokens}")
+        if not 1 <= max_new_tokens <= self.max_new_tokens:
+            raise SpectabError(f"max new tokens must be 1..{self.max_new_tokens} for these models, got {max_new_tokens}")
         if not params.greedy and not 0.0 < params.top_p <= 1.0:
             raise SpectabError(f"top-p must be in (0, 1], got {params.top_p}")
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim

@@ -41,6 +41,10 @@ class GenerationStats:
     draft_forwards: int = 0
     draft_proposed: int = 0
     draft_accepted: int = 0
+    draft_rounds: int = 0
+    """Rounds that verified at least one drafted token."""
+    draft_rounds_rejected: int = 0
+    """Of those, rounds in which the target rejected a drafted token (the rest accepted all)."""
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     tokens_per_s: float = 0.0
@@ -50,9 +54,17 @@ class GenerationStats:
     def acceptance(self) -> float:
         return self.draft_accepted / self.draft_proposed if self.draft_proposed else 0.0
 
+    @property
+    def alpha(self) -> float:
+        """Per-token acceptance: the chance a drafted token is accepted once its predecessors were
+        (each rejection ends a run of successes)."""
+        trials = self.draft_accepted + self.draft_rounds_rejected
+        return self.draft_accepted / trials if trials else 0.0
+
     def as_dict(self) -> dict:
         out = asdict(self)
         out["acceptance"] = round(self.acceptance, 4)
+        out["alpha"] = round(self.alpha, 4)
         out["prefill_ms"] = round(self.prefill_ms, 2)
         out["decode_ms"] = round(self.decode_ms, 2)
         out["tokens_per_s"] = round(self.tokens_per_s, 2)
@@ -131,6 +143,9 @@ def generate(
         stats.rounds += 1
         stats.draft_proposed += len(drafts)
         stats.draft_accepted += m
+        if drafts:
+            stats.draft_rounds += 1
+            stats.draft_rounds_rejected += m < len(drafts)
 
         chunk = drafts[:m] + [nxt]
         for j, t in enumerate(chunk):

@@ -10,7 +10,9 @@ import sys
 
 from engine import cli as engine_cli
 from engine.errors import SpectabError, first_line
+from engine.logs import setup_logging
 from lsp_server import cli as server_cli
+from training import cli as training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,19 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     engine_cli.add_commands(sub)
     server_cli.add_commands(sub)
-    for name, about, issue in (
-        ("train", "train or reproduce draft models (not implemented yet)", "the training package"),
-    ):
-        p = sub.add_parser(name, help=about, description=f"{about}.")
-        p.set_defaults(run=_not_implemented(name, issue))
+    training_cli.add_commands(sub)
     return parser
-
-
-def _not_implemented(name: str, what: str):
-    def run(args) -> int:
-        raise SpectabError(f"`spectab {name}` is not implemented yet ({what} is still to be built)")
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,27 +47,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"spectab: internal error: {type(err).__name__}: {first_line(err)} (run with --debug for the traceback)", file=sys.stderr)
         return 1
-
-
-def setup_logging(verbose: bool, quiet: bool) -> None:
-    """spectab's own progress lines (loading, converting, downloading) at INFO on stderr; other
-    libraries' chatter (transformers' GGUF notes, huggingface_hub's retries) only with --verbose."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("spectab: %(message)s"))
-    ours = logging.getLogger("spectab")
-    ours.addHandler(handler)
-    ours.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
-    ours.propagate = False
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    # huggingface_hub resets its logger's level when imported; it reads this variable then
-    os.environ.setdefault("HF_HUB_VERBOSITY", "info" if verbose else "error")
-    if not verbose:
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        for name in ("huggingface_hub", "transformers", "accelerate"):
-            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

@@ -99,11 +99,14 @@ def test_incompatible_draft_is_refused(tmp_path, smollm2, smollm2_gguf, tiny_mod
     assert "tokenizers differ at id 0" in line and "--draft ngram" in line
 
 
-def test_unbuilt_commands_say_so():
-    line = one_error_line(spectab("train"))
-    assert "not implemented yet" in line
-    line = one_error_line(spectab("serve", "--tcp", "localhost:99999"))
-    assert "port 1..65535" in line
+def test_serve_and_train_refuse_bad_arguments_in_one_line(tmp_path, llama_tokenizer_dir):
+    assert "port 1..65535" in one_error_line(spectab("serve", "--tcp", "localhost:99999"))
+    assert "set --tokenizer" in one_error_line(spectab("train", "run", "--preset", "tiny"))
+    line = one_error_line(spectab("train", "prepare", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"),
+                                  "--tokenizer", str(llama_tokenizer_dir)))
+    assert "nothing does not exist" in line
+    assert "unknown preset 'huge'" in one_error_line(spectab("train", "run", "--preset", "huge"))
+    assert "not a valid float" in one_error_line(spectab("train", "run", "--lr", "fast"))
 
 
 def test_models_list_and_offline_pull(smollm2_gguf):
