@@ -84,20 +84,27 @@ def test_resume_continues_exactly(tmp_path, llama_tokenizer_dir, corpus):
     assert len(list(Path(cfg.out_dir).glob("ckpt-*.pt"))) == cfg.keep_last
 
 
-def test_two_processes_under_torchrun_match_one(tmp_path, llama_tokenizer_dir, corpus):
-    one = run(tiny(tmp_path / "one", llama_tokenizer_dir, corpus, max_tokens=6 * 8 * 32))
+def torchrun(tmp: Path, tokenizer: Path, corpus: Path, *extra: str) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "training", "run",
-           "--preset", "tiny", "--tokenizer", str(llama_tokenizer_dir), "--data", str(corpus), "--out_dir", str(tmp_path / "two"),
+           "--preset", "tiny", "--tokenizer", str(tokenizer), "--data", str(corpus), "--out_dir", str(tmp),
            "--seq_len", "32", "--global_batch_tokens", str(8 * 32), "--micro_batch", "2", "--max_tokens", str(6 * 8 * 32),
            "--warmup_steps", "4", "--lr", "5e-3", "--min_lr", "5e-4", "--eval_every", "0", "--eval_batches", "2",
-           "--ckpt_every", "0", "--log_every", "100"]
+           "--ckpt_every", "0", "--log_every", "100", *extra]
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
-    assert len(two) == len(one) == 6
-    for a, b in zip(one, two):
-        assert abs(a.loss - b["loss"]) < 1e-4, (a.loss, b["loss"])
+    return [json.loads(line) for line in (tmp / "log.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_under_torchrun_match_one(tmp_path, llama_tokenizer_dir, corpus):
+    one = run(tiny(tmp_path / "one", llama_tokenizer_dir, corpus, max_tokens=6 * 8 * 32))
+    ddp = torchrun(tmp_path / "ddp", llama_tokenizer_dir, corpus)
+    # FSDP2, interrupted after 3 steps and resumed from its (gathered) checkpoint
+    torchrun(tmp_path / "fsdp", llama_tokenizer_dir, corpus, "--parallel", "fsdp", "--stop-after", "3")
+    fsdp = torchrun(tmp_path / "fsdp", llama_tokenizer_dir, corpus, "--parallel", "fsdp", "--resume")
+    assert len(one) == len(ddp) == len(fsdp) == 6
+    for a, b, c in zip(one, ddp, fsdp):
+        assert abs(a.loss - b["loss"]) < 1e-4 and abs(a.loss - c["loss"]) < 1e-4, (a.loss, b["loss"], c["loss"])
 
 
 def test_export_loads_in_the_engine_with_the_same_logits(tmp_path, llama_tokenizer_dir, corpus):
@@ -189,3 +196,28 @@ def test_distillation_beats_plain_training_at_drafting(tmp_path, llama_tokenizer
         folder = export(Path(cfg.out_dir), tmp_path / f"{name}-export")
         scores[name] = acceptance(folder, str(teacher), texts, new_tokens=12, k=4)["acceptance"]
     assert scores["distilled"] > scores["plain"] + 0.15, scores
+
+
+def test_mixture_follows_weights_and_is_the_same_for_any_split(tmp_path, llama_tokenizer_dir, corpus):
+    from training.data import Mixture
+
+    a, b = Dataset(corpus, "train", 32), Dataset(corpus, "val", 32)
+    mix = Mixture([a, b], [3.0, 1.0], seed=1)
+    assert [mix.pattern[:1000].count(d) for d in (0, 1)] == [750, 250]
+    whole = mix.batch(0, 16)
+    assert torch.equal(torch.cat([mix.batch(0, 8), mix.batch(8, 8)]), whole)  # two ranks' halves = one rank
+    assert torch.equal(Mixture([a, b], [3.0, 1.0], seed=1).batch(0, 16), whole)  # deterministic
+    assert not torch.equal(Mixture([a, b], [3.0, 1.0], seed=2).batch(0, 16), whole)  # the seed matters
+
+
+def test_fine_tune_starts_from_exported_weights(tmp_path, llama_tokenizer_dir, corpus):
+    base = tiny(tmp_path / "base", llama_tokenizer_dir, corpus, max_tokens=12 * 8 * 32)
+    trained = run(base)
+    folder = export(Path(base.out_dir), tmp_path / "base-export")
+    tuned = run(tiny(tmp_path / "tuned", llama_tokenizer_dir, corpus, init_from=str(folder), max_tokens=2 * 8 * 32, seed=99))
+    fresh = run(tiny(tmp_path / "fresh", llama_tokenizer_dir, corpus, max_tokens=2 * 8 * 32, seed=99))
+    # the fine-tune's first loss is the trained model's level, far below a random start
+    assert abs(tuned[0].loss - trained[-1].loss) < 0.5 and tuned[0].loss < fresh[0].loss - 1
+    with pytest.raises(SpectabError, match="another shape"):
+        run(tiny(tmp_path / "bad", llama_tokenizer_dir, corpus, init_from=str(folder),
+                 model=replace(preset("tiny").model, hidden_size=96)))

@@ -13,7 +13,7 @@ import numpy as np
 from engine.errors import SpectabError
 
 from .data import parse_data
-from .distributed import World
+from .distributed import TrainModule, World
 from .export import export, load_trained
 from .shards import tokenizer_fingerprint
 from .tokenizer import load_tokenizer
@@ -62,7 +62,7 @@ def run_eval(path: Path, data: tuple[str, ...] = (), target: str = "", prompts: 
     import torch
 
     world = World(0, 1, 0, torch.device("cpu"))
-    loss = evaluate(model, val, cfg, world)
+    loss = evaluate(TrainModule(model), val, cfg, world)
     result = {"checkpoint": str(path), "val_loss": loss, "perplexity": math.exp(loss)}
     if target:
         texts = held_out_texts(val, tok, prompts, cfg.seq_len)

@@ -174,7 +174,7 @@ def _run(cfg: TrainConfig, world: World, resume: bool, stop_after: int, time_lim
             last = step == cfg.steps - 1 or (stop_after and step + 1 - start >= stop_after) or \
                 (time_limit_s and time.perf_counter() - started > time_limit_s)
             if val and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
-                entry.val_loss = mean(evaluate(llama, val, cfg, world, autocast), world)
+                entry.val_loss = mean(evaluate(model, val, cfg, world, autocast), world)
             logs.append(entry)
             if world.main:
                 jsonl.write(json.dumps(entry.__dict__) + "\n")
@@ -205,20 +205,23 @@ def _loss(logits, x, y, teacher, cfg: TrainConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(llama: Llama, val: list[Dataset], cfg: TrainConfig, world: World, autocast=nullcontext()) -> float:
+def evaluate(model, val: list[Dataset], cfg: TrainConfig, world: World, autocast=nullcontext()) -> float:
     """Mean validation loss over the first eval_batches micro-batches of each dataset's val split
-    (each rank takes every world.size-th batch)."""
-    was = llama.training
-    llama.eval()
+    (each rank takes every world.size-th batch). `model` maps tokens to logits: the wrapped
+    training module (FSDP gathers its shards in forward) or a TrainModule."""
+    was = model.training
+    model.eval()
     losses = []
     for ds in val:
         for b in range(world.rank, cfg.eval_batches, world.size):
             rows = [ds.window((b * cfg.micro_batch + r) % ds.windows) for r in range(cfg.micro_batch)]
             batch = torch.from_numpy(np.stack(rows).astype(np.int64)).to(world.device)
             with autocast:
-                logits = llama.train_logits(batch[:, :-1])
+                logits = model(batch[:, :-1])
             losses.append(F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()).item())
-    llama.train(was)
+    if hasattr(model, "reshard"):
+        model.reshard()  # FSDP2 keeps the root gathered after a forward without backward
+    model.train(was)
     return sum(losses) / len(losses) if losses else float("nan")
 
 
