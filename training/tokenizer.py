@@ -1,5 +1,5 @@
-"""The tokenizer of a training run: a folder with tokenizer files, a hub id, or a .gguf file (a
-vocabulary-only GGUF is enough)."""
+"""The tokenizer of a training run: a folder with tokenizer files, a hub id, a .gguf file (a
+vocabulary-only GGUF is enough), or a profile name (its target's tokenizer: train a draft for it)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ def load_tokenizer(spec: str) -> Tokenizer:
         raise SpectabError("no tokenizer given: set --tokenizer (a folder, a hub id or a .gguf file)")
     from transformers import AutoTokenizer
 
+    from engine.profiles import builtin_profiles
+
+    profiles = builtin_profiles()
+    if spec in profiles and not Path(spec).exists():
+        from engine.loading import resolve
+
+        spec = str(resolve(profiles[spec].target, allow_download=False))
     path = Path(spec).expanduser()
     try:
         if path.is_file() and path.suffix.lower() == ".gguf":

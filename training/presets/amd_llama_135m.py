@@ -20,7 +20,7 @@ MODEL = ModelConfig(
 def config() -> TrainConfig:
     return TrainConfig(
         model=MODEL,
-        tokenizer="meta-llama/Llama-2-7b-hf",
+        tokenizer="amd/AMD-Llama-135m",
         data=("data/slimpajama-no-book", "data/gutenberg"),
         out_dir="runs/amd-llama-135m",
         seq_len=2048,
