@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { formatStatus, stderrLevel } from "../status";
+
+const ready = {
+  state: "ready", error: null, profile: "smollm2-135m", target: "SmolLM2-135M", draft: "ngram", device: "cpu",
+  acceptedSuggestions: 2, lastLatencyMs: 41.6, lastStopReason: "eos", acceptanceRate: 0.8125, prefixCacheHitRate: 0.5,
+};
+
+test("ready: latency in the text, model, rate and accepted count in the tooltip", () => {
+  const v = formatStatus(ready, true);
+  assert.equal(v.text, "$(sparkle) spectab 42 ms");
+  assert.equal(v.severity, "ok");
+  assert.match(v.tooltip, /^spectab: ready\n/);
+  assert.match(v.tooltip, /model SmolLM2-135M, draft ngram, on cpu/);
+  assert.match(v.tooltip, /last latency 42 ms \(eos\)/);
+  assert.match(v.tooltip, /draft acceptance 81%/);
+  assert.match(v.tooltip, /accepted suggestions 2/);
+});
+
+test("ready before any request: no latency, rates n/a", () => {
+  const v = formatStatus({ ...ready, lastLatencyMs: null, lastStopReason: null, acceptanceRate: null, acceptedSuggestions: 0 }, true);
+  assert.equal(v.text, "$(sparkle) spectab");
+  assert.match(v.tooltip, /last latency n\/a/);
+  assert.match(v.tooltip, /draft acceptance n\/a/);
+});
+
+test("loading, error, off, and no server", () => {
+  assert.equal(formatStatus({ state: "loading" }, true).text, "$(loading~spin) spectab");
+  const err = formatStatus({ state: "error", error: "no such file: x.gguf" }, true);
+  assert.equal(err.severity, "error");
+  assert.equal(err.tooltip, "spectab: no model loaded: no such file: x.gguf");
+  const off = formatStatus(ready, false);
+  assert.equal(off.severity, "warning");
+  assert.match(off.text, /circle-slash/);
+  assert.match(off.tooltip, /suggestions off/);
+  assert.equal(formatStatus(undefined, true, true).tooltip, "spectab: starting the server");
+  assert.equal(formatStatus(undefined, true, false).severity, "error");
+});
+
+test("stderr lines get a level from their text", () => {
+  assert.equal(stderrLevel("spectab: spectab serve starting (log: /x/server.log)"), "info");
+  assert.equal(stderrLevel("spectab.server: ready: SmolLM2 (draft ngram) on cpu"), "info");
+  assert.equal(stderrLevel("spectab.server: setting spectab.maxNewTokens must be an integer 1..512 (warning)"), "warn");
+  assert.equal(stderrLevel("Traceback (most recent call last):"), "error");
+  assert.equal(stderrLevel('  File "/x/server.py", line 3, in f'), "error");
+  assert.equal(stderrLevel("ModuleNotFoundError: No module named 'spectab'"), "error");
+});

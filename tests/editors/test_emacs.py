@@ -1,0 +1,154 @@
+"""The Emacs client (editor-clients/emacs/spectab.el) in a real Emacs 28 with eglot, batch mode.
+
+Emacs starts `spectab serve` on the offline profile through eglot, as a user's setup does
+(`spectab-eglot-setup`, then `M-x eglot`); keys are typed through Emacs's command loop. The checks
+are exact: each test fails when the server answers anything but ` a + b` after `    return` in
+`def add(a, b):` — the `..._check_fails_when_the_server_answers_otherwise` tests run both
+scenarios against a server told (through spectab.el's defcustoms) to answer one token, and expect
+the checks to fail. Needs `emacs-nox` and `elpa-eglot` (editor-clients/emacs/ci-install.sh); skipped without
+Emacs, except with SPECTAB_REQUIRE_EDITORS=1 (as CI sets it), where a missing Emacs is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from .emacs_harness import CLIENT_DIR, emacs_binary, run_driver
+
+SOURCE_INLINE = "def add(a, b):\n    retur\n"  # the test types the last 'n'
+SOURCE_CAPF = "def add(a, b):\n    return\n"
+WANT = " a + b"
+TYPED = " a"  # typed over the ghost text before TAB
+# no answer cut short by the deadline on a busy machine: the text must be the model's whole answer
+SETTINGS = {"spectab-deadline-ms": 30000}
+TIMEOUT = 115  # seconds for one Emacs run, server start and model load included
+
+
+@pytest.fixture(scope="module")
+def emacs():
+    exe = emacs_binary()
+    if exe is None:
+        if os.environ.get("SPECTAB_REQUIRE_EDITORS") == "1":
+            pytest.fail("emacs is not installed: run editor-clients/emacs/ci-install.sh")
+        pytest.skip("emacs is not installed (editor-clients/emacs/ci-install.sh installs it)")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    major = int(re.search(r"GNU Emacs (\d+)", version).group(1))
+    assert major >= 28, f"spectab.el needs Emacs 28+, not {version.splitlines()[0]}"
+    return exe
+
+
+def inline(tmp_path, **settings) -> tuple[dict, str]:
+    src = tmp_path / "add.py"
+    src.write_text(SOURCE_INLINE)
+    result = run_driver("inline", src, tmp_path, settings=SETTINGS | settings, after="retur", last_key="n",
+                        type_ahead=TYPED, timeout=TIMEOUT)
+    return result, src.read_text()
+
+
+def capf(tmp_path, **settings) -> tuple[dict, str]:
+    src = tmp_path / "add.py"
+    src.write_text(SOURCE_CAPF)
+    result = run_driver("capf", src, tmp_path, settings=SETTINGS | settings, after="return", timeout=TIMEOUT)
+    return result, src.read_text()
+
+
+def check_inline(result: dict, disk: str) -> None:
+    assert result["returncode"] == 0 and "error" not in result, result
+    assert result["spectab_mode"], "spectab-mode did not turn on in the eglot-managed buffer"
+    # TAB is ours only while a suggestion is shown
+    assert result["tab_without_suggestion"] == "indent-for-tab-command"
+    # a request whose answer comes after the cursor moved is never shown
+    assert result["request_sent"] and result["stale_overlay"] is None
+    assert result["last_error"] == ""  # the cancelled request's reply is not shown as an error
+    # the command asks explicitly; other input (C-b) dismisses
+    assert result["explicit_overlay"] == WANT
+    assert result["overlay_after_other_input"] is None
+    # typing: the idle timer asks, the ghost text shows, TAB takes it
+    assert result["overlay"] == WANT
+    assert result["tab_with_suggestion"] == "spectab-accept"
+    # typing what it suggests keeps the rest shown, with no new request
+    assert result["overlay_after_typing"] == WANT[len(TYPED):] and not result["requests_after_typing"]
+    assert result["overlay_after_accept"] is None
+    assert result["line"] == "    return" + WANT and result["point_at_line_end"]
+    assert disk == "def add(a, b):\n    return" + WANT + "\n"
+    # spectab.accepted ran with the item's arguments
+    assert result["accepted_after"] == result["accepted_before"] + 1
+
+
+def check_capf(result: dict, disk: str) -> None:
+    assert result["returncode"] == 0 and "error" not in result, result
+    assert result["capf_key"] == "completion-at-point"
+    assert result["line_plain"] == "    return" + WANT  # eglot alone, spectab-mode off
+    assert result["line"] == "    return" + WANT  # with spectab-mode
+    assert disk == "def add(a, b):\n    return" + WANT + "\n"
+    assert result["accepted_after"] == result["accepted_before"] + 1
+
+
+def test_spectab_el_byte_compiles_cleanly(emacs, tmp_path):
+    target = tmp_path / "spectab.el"
+    target.write_text((CLIENT_DIR / "spectab.el").read_text())
+    r = subprocess.run([emacs, "--batch", "--eval", "(setq byte-compile-error-on-warn t)",
+                        "-f", "batch-byte-compile", str(target)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and (tmp_path / "spectab.elc").exists(), r.stderr
+
+
+def test_inline_ghost_text_accepted_with_tab(emacs, smollm2_gguf, smollm2, tmp_path):
+    # `smollm2` converts the GGUF file into this run's cache first, so the server only loads it
+    result, disk = inline(tmp_path)
+    check_inline(result, disk)
+
+
+def test_completion_at_point(emacs, smollm2_gguf, smollm2, tmp_path):
+    result, disk = capf(tmp_path)
+    check_capf(result, disk)
+
+
+# spectab-max-new-tokens 1 (sent as initializationOptions): the server answers ` a`; the checks
+# above must reject that (and the answer shows that the defcustom reached the server)
+
+
+def test_inline_check_fails_when_the_server_answers_otherwise(emacs, smollm2_gguf, smollm2, tmp_path):
+    result, disk = inline(tmp_path, **{"spectab-max-new-tokens": 1})
+    assert result["overlay"] == " a", result
+    with pytest.raises(AssertionError):
+        check_inline(result, disk)
+
+
+def test_capf_check_fails_when_the_server_answers_otherwise(emacs, smollm2_gguf, smollm2, tmp_path):
+    result, disk = capf(tmp_path, **{"spectab-max-new-tokens": 1})
+    assert result["line"] == "    return a", result
+    with pytest.raises(AssertionError):
+        check_capf(result, disk)
+
+
+def test_defcustoms_become_the_servers_settings(emacs):
+    """Every server setting has its defcustom; the JSON sent is what the server's parser takes."""
+    from lsp_server.settings import Settings, apply
+
+    values = {"spectab-profile": "smollm2-135m", "spectab-target": "/models/t.gguf", "spectab-draft": "ngram",
+              "spectab-device": "cpu", "spectab-max-new-tokens": 16, "spectab-temperature": 0.2,
+              "spectab-debounce-ms": 0, "spectab-deadline-ms": 900, "spectab-multiline": "never",
+              "spectab-context-tokens": 512, "spectab-languages": ["python", "c"]}
+    def elisp(v):
+        return "'(" + " ".join(map(elisp, v)) + ")" if isinstance(v, list) else json.dumps(v)
+
+    sets = " ".join(f"(setq {k} {elisp(v)})" for k, v in values.items())
+    code = f"(progn (require 'spectab) {sets} (princ (json-encode (spectab-settings))))"
+    r = subprocess.run([emacs, "--batch", "-L", str(CLIENT_DIR), "--eval", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sent = json.loads(r.stdout)
+    assert sent == {"profile": "smollm2-135m", "target": "/models/t.gguf", "draft": "ngram", "device": "cpu",
+                    "maxNewTokens": 16, "temperature": 0.2, "debounceMs": 0, "deadlineMs": 900, "multiline": "never",
+                    "contextTokens": 512, "languages": ["python", "c"]}
+    settings, problems = apply(Settings(), sent)
+    assert problems == [] and settings.maxNewTokens == 16 and settings.languages == ("python", "c")
+    # left at nil, nothing is sent: the server keeps its defaults
+    r = subprocess.run([emacs, "--batch", "-L", str(CLIENT_DIR), "--eval",
+                        "(progn (require 'spectab) (princ (json-encode (spectab--initialization-options))))"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout) == {}, r.stderr
