@@ -17,7 +17,8 @@ try {
   await runCommand(page, "spectab: Toggle Inline Suggestions");
   result.off = await waitForStatus(page, /suggestions off/, 10000);
   await runCommand(page, "spectab: Toggle Inline Suggestions");
-  result.on = await waitForStatus(page, /^spectab: (loading the model|ready,)/, 10000);
+  // the label still says "(suggestions off)" until the item redraws
+  result.on = await waitForStatus(page, /^spectab: (loading the model|ready,)(?!.*suggestions off)/, 10000);
 
   await runCommand(page, "spectab: Restart Server");
   result.restarting = await waitForStatus(page, /starting the server|loading the model/, 30000);

@@ -23,10 +23,11 @@ export async function openWorkbench(cfg) {
   return { browser, page };
 }
 
-/** The status-bar item's aria label (its tooltip, one line), or null while it is not there. */
+/** The status-bar item's aria label (its tooltip, one line), or null while it is not there. Only the
+ * right-hand items: on the left, the language client's progress entry also starts with "spectab:". */
 export async function statusLabel(page) {
   return page.evaluate(() => {
-    for (const el of document.querySelectorAll(".statusbar-item, .statusbar-item a")) {
+    for (const el of document.querySelectorAll(".right-items .statusbar-item, .right-items .statusbar-item a")) {
       const label = el.getAttribute("aria-label") ?? "";
       if (label.startsWith("spectab:")) {
         return label;
