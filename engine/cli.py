@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import SpectabError
+from .choices import QUANT_MODES
 from .prompts import FIM_MODES
 
 
@@ -46,8 +47,20 @@ def add_model_options(p: argparse.ArgumentParser, context_tokens: int = 2048) ->
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--fim", default=None, choices=FIM_MODES, help="infilling prompt: auto, psm, spm, none")
+    p.add_argument("--quant", default="auto", metavar="auto|none|int8|int4",
+                   help="weights: auto (on the CPU a GGUF keeps its int4/int8 precision, the rest int8; "
+                        "float on GPUs), none (float), int8, int4 (CPU only)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default 0: the physical cores)")
     p.add_argument("--context-tokens", type=int, default=context_tokens, metavar="N",
                    help=f"prompt budget in tokens (default {context_tokens})")
+
+
+def check_model_options(args) -> None:
+    """The model options' values, checked before anything loads (one line each)."""
+    if args.quant not in QUANT_MODES:
+        raise SpectabError(f"unknown --quant '{args.quant}'; use {', '.join(QUANT_MODES)}")
+    if args.threads < 0:
+        raise SpectabError(f"--threads must be 0 (the physical cores) or a positive count, not {args.threads}")
 
 
 def parse_location(location: str) -> tuple[Path, int, int]:
@@ -99,11 +112,15 @@ def run_complete(args) -> int:
     if args.context_tokens < 64:
         raise SpectabError("--context-tokens must be at least 64")
 
+    check_model_options(args)
+
     from .completer import Completer, EngineOptions
+    from .devices import set_threads
     from .sampling import SamplingParams
 
+    set_threads(args.threads)
     options = EngineOptions(context_tokens=args.context_tokens, max_new_tokens_limit=max(512, args.max_new_tokens))
-    completer = Completer.open(args.profile, args.target, args.draft, args.device, args.dtype, args.fim, options)
+    completer = Completer.open(args.profile, args.target, args.draft, args.device, args.dtype, args.fim, options, args.quant)
     params = SamplingParams(args.temperature, args.top_p, args.top_k, args.seed)
     stream = None if args.json else _write_stdout
     result = completer.complete(prefix, suffix, args.max_new_tokens, params, tuple(args.stop), args.single_line, on_text=stream)
@@ -118,12 +135,13 @@ def run_complete(args) -> int:
             "draft": completer.draft_name,
             "fim": completer.fim,
             "device": str(completer.device),
+            "quant": completer.quant,
         }, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
         print(
             f"spectab: {s.new_tokens} tokens in {(s.prefill_ms + s.decode_ms) / 1000:.2f} s "
-            f"({s.tokens_per_s:.1f} tok/s), {completer.profile} on {completer.device}, draft {completer.draft_name} "
+            f"({s.tokens_per_s:.1f} tok/s), {completer.profile} on {completer.device} ({completer.quant}), draft {completer.draft_name} "
             f"accepted {s.draft_accepted}/{s.draft_proposed}, stop: {s.stop_reason}",
             file=sys.stderr,
         )

@@ -82,23 +82,31 @@ class Completer:
     @classmethod
     def open(cls, profile: str | None = None, target: str | None = None, draft: str | None = None,
              device: str = "auto", dtype: str = "auto", fim: str | None = None,
-             options: EngineOptions = EngineOptions()) -> "Completer":
+             options: EngineOptions = EngineOptions(), quant: str = "auto") -> "Completer":
         """Load a profile (or `auto`), optionally overriding its target, draft and infilling mode."""
         chosen, allow_download = choose_profile(profile, target, draft)
-        return cls.from_profile(chosen, allow_download, device, dtype, fim, options)
+        return cls.from_profile(chosen, allow_download, device, dtype, fim, options, quant)
 
     @classmethod
     def from_profile(cls, chosen: Profile, allow_download: bool, device: str = "auto", dtype: str = "auto",
-                     fim: str | None = None, options: EngineOptions = EngineOptions()) -> "Completer":
+                     fim: str | None = None, options: EngineOptions = EngineOptions(), quant: str = "auto") -> "Completer":
         log.debug("loading target %s", chosen.target)
-        target_model = load_model(chosen.target, device, dtype, allow_download)
+        target_model = load_model(chosen.target, device, dtype, allow_download, quant)
         draft: LoadedModel | str = chosen.draft
         if chosen.draft not in DRAFT_KINDS:
             log.debug("loading draft %s", chosen.draft)
             device_name = str(target_model.model.embed.weight.device)
-            dtype_name = str(target_model.model.embed.weight.dtype).removeprefix("torch.")
-            draft = load_model(chosen.draft, device_name, dtype_name, allow_download)
+            # a quantized target computes in its own activation dtype; the draft picks its own
+            dtype_name = "auto" if target_model.quant != "none" else str(target_model.model.embed.weight.dtype).removeprefix("torch.")
+            draft = load_model(chosen.draft, device_name, dtype_name, allow_download, quant)
         return cls(target_model, draft, fim or chosen.fim, options, chosen.name)
+
+    @property
+    def quant(self) -> str:
+        """How the weights run: the target's, and the draft model's after a slash when it differs."""
+        t = self.target_info.quant
+        d = self.draft_info.quant if self.draft_info else t
+        return t if d == t else f"{t}/{d}"
 
     @property
     def draft_name(self) -> str:

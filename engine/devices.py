@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .config import ModelConfig
@@ -48,3 +50,31 @@ def parameter_count(cfg: ModelConfig) -> int:
     ffn = 3 * cfg.hidden_size * cfg.intermediate_size
     embed = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
     return cfg.num_layers * (attn + ffn) + embed
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyper-threads of one core once (Linux topology;
+    elsewhere the logical count). Matrix kernels gain nothing from a core's second thread."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topo = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topo}/physical_package_id") as a, open(f"{topo}/core_id") as b:
+                cores.add((a.read().strip(), b.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def set_threads(n: int = 0) -> int:
+    """Use `n` CPU threads for the models (0: the physical cores); returns the number set."""
+    if not 0 <= n <= 1024:
+        raise SpectabError(f"threads must be 0 (the physical cores) or a positive count, not {n}")
+    n = n or physical_cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n

@@ -24,6 +24,7 @@ from .config import ModelConfig
 from .devices import resolve_device, resolve_dtype
 from .errors import SpectabError, first_line
 from .model import Llama, hf_state_dict, load_hf_weights
+from .choices import QUANT_MODES
 from .tokens import Tokenizer
 
 log = logging.getLogger("spectab")
@@ -43,6 +44,8 @@ class LoadedModel:
     """The Hugging Face folder it was read from (for GGUF: the converted copy in the cache)."""
     model: Llama
     tokenizer: Tokenizer
+    quant: str = "none"
+    """How its weights run: none (float), int8, int4, or int4+int8 (some of each)."""
 
     @property
     def config(self) -> ModelConfig:
@@ -59,16 +62,106 @@ def cache_dir() -> Path:
     return user_cache_path("spectab")
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "auto", allow_download: bool = False) -> LoadedModel:
-    """Resolve `spec` to a local folder and load its weights and tokenizer."""
+def load_model(spec: str, device: str = "auto", dtype: str = "auto", allow_download: bool = False,
+               quant: str = "none") -> LoadedModel:
+    """Resolve `spec` to a local folder and load its weights and tokenizer; `quant` (auto, none,
+    int8, int4) quantizes the weights for the CPU kernels (engine/quantized.py)."""
+    dev = resolve_device(device)
+    mode = resolve_quant(quant, dev, dtype)
+    if mode != "none":
+        return load_quantized(spec, mode, allow_download)
     folder = resolve(spec, allow_download)
     cfg = read_config(folder)
-    dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg)
     model = build_model(cfg, dev, dt, weight_reader(folder))
     if dev.type == "cpu":
         model.cpu_layout()
     return LoadedModel(spec, folder, model, Tokenizer.load(folder, name=spec))
+
+
+def resolve_quant(quant: str, device: torch.device, dtype: str = "auto") -> str:
+    """The quantization that will run: `auto` is the CPU's packed weights (bfloat16 compute), and
+    float wherever the kernels are CPU-only or a float dtype was asked for."""
+    if quant not in QUANT_MODES:
+        raise SpectabError(f"unknown quant '{quant}'; use {', '.join(QUANT_MODES)}")
+    if quant == "auto":
+        return "auto" if device.type == "cpu" and dtype in ("auto", "bfloat16") else "none"
+    if quant != "none" and device.type != "cpu":
+        raise SpectabError(f"quant {quant} runs on the CPU only for now; on {device} use quant none (or auto)")
+    if quant != "none" and dtype not in ("auto", "bfloat16"):
+        raise SpectabError(f"quant {quant} computes in bfloat16; drop dtype {dtype} or use quant none")
+    return quant
+
+
+def gguf_file(spec: str) -> Path | None:
+    """The GGUF file `spec` names (a file, or a folder holding exactly one), else None."""
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+    return None
+
+
+def load_quantized(spec: str, mode: str, allow_download: bool) -> LoadedModel:
+    """A GGUF file packed tensor by tensor (never through a float copy of the model), or a Hugging
+    Face folder quantized from its float weights; either way cached under the cache dir."""
+    from .gguf_tensors import GGUFWeights
+    from .quantized import FloatWeights, build_quantized, packed_or_build
+
+    path = gguf_file(spec)
+    if path is not None:
+        folder = cache_dir() / "packed" / f"{path.stem}-{file_key(path)}-{mode}"
+        source = None
+        if not (folder / "config.json").is_file() or not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+            source = GGUFWeights(path)
+            cfg = ModelConfig.from_hf(source.config, source=str(path))
+            tok = source.tokenizer()
+            folder.mkdir(parents=True, exist_ok=True)
+            tok.save_pretrained(str(folder))
+            extra = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+            (folder / "config.json").write_text(json.dumps(cfg.to_hf() | extra, indent=2))
+        cfg = read_config(folder)
+
+        def build():
+            src = source or GGUFWeights(path)
+            log.info("packing %s once for the %s kernels; the result is cached in %s", path.name, mode, folder)
+            return build_quantized(cfg, src, mode, progress=_progress(path.name))
+    else:
+        folder = resolve(spec, allow_download)
+        cfg = read_config(folder)
+        weights_folder = folder
+
+        def build():
+            log.info("quantizing %s once (%s); the result is cached under %s", spec, mode, cache_dir() / "packed")
+            return build_quantized(cfg, FloatWeights(weight_reader(weights_folder)), mode, progress=_progress(spec))
+    packed = cache_dir() / "packed" / f"{folder.name}-{folder_key(folder)}-{mode}.safetensors" if path is None \
+        else folder / "model.safetensors"
+    model = packed_or_build(cfg, packed, build)
+    kinds = sorted(set(model.quant_kinds.values()), reverse=True)
+    return LoadedModel(spec, folder, model, Tokenizer.load(folder, name=spec), "+".join(kinds))
+
+
+def _progress(name: str):
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 4) == 0:
+            log.info("packing %s: %d/%d projections", name, done, total)
+    return report
+
+
+def file_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def folder_key(folder: Path) -> str:
+    parts = [str(folder.resolve())]
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = f.stat()
+        parts.append(f"{f.name}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def build_model(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, get) -> Llama:
@@ -205,9 +298,7 @@ def weight_reader(folder: Path):
 
 def convert_gguf(path: Path) -> Path:
     """Dequantise a GGUF model once; return the cached Hugging Face folder."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    folder = cache_dir() / "gguf" / f"{path.stem}-{file_key(path)}"
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
     log.info("converting %s once (dequantising GGUF); the result is cached in %s", path.name, folder)

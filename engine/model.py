@@ -135,6 +135,13 @@ class Llama(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.capacity = 0
+        self.act_dtype: torch.dtype | None = None
+        """Activations and KV cache dtype when it differs from the embedding's (quantized models
+        keep a bfloat16 embedding table and compute in float32 on CPUs without bfloat16)."""
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.act_dtype or self.embed.weight.dtype
 
     def cpu_layout(self) -> "Llama":
         """Store every projection whose output is at least as wide as its input transposed (see
@@ -148,12 +155,12 @@ class Llama(nn.Module):
 
     def setup_cache(self, capacity: int) -> None:
         """Preallocate the KV cache and rotary tables for `capacity` positions."""
-        cfg, p = self.config, self.embed.weight
+        cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
         for layer in self.layers:
             shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
-            layer.attn.k_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
-            layer.attn.v_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        self.rope_cos, self.rope_sin = rope_tables(cfg, capacity, p.device, p.dtype)
+            layer.attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+            layer.attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        self.rope_cos, self.rope_sin = rope_tables(cfg, capacity, device, dtype)
         self.capacity = capacity
 
     def forward(self, tokens: torch.Tensor, start: int, n_logits: int | None = None) -> torch.Tensor:
@@ -168,7 +175,7 @@ class Llama(nn.Module):
             # query i sits at position start+i and may see keys 0..start+i
             q_pos = torch.arange(start, end, device=tokens.device)[:, None]
             mask = torch.arange(end, device=tokens.device)[None, :] <= q_pos
-        x = self.embed(tokens)
+        x = self.embed(tokens).to(self.compute_dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, start, mask)
         if n_logits is not None:

@@ -34,7 +34,7 @@ def static_forward(model: Llama, tokens: torch.Tensor, pos: torch.Tensor, span: 
     cos, sin = model.rope_cos[pos], model.rope_sin[pos]  # [S, head_dim]
     # query i may see cache slots 0..pos[i]; slots past it are stale or empty
     mask = torch.arange(span, device=pos.device)[None, :] <= pos[:, None]  # [S, span]
-    x = model.embed(tokens)
+    x = model.embed(tokens).to(model.compute_dtype)
     for layer in model.layers:
         attn = layer.attn
         h = layer.attn_norm(x)

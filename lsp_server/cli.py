@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from engine.cli import add_model_options
+from engine.cli import add_model_options, check_model_options
 from engine.errors import SpectabError
 
 from .settings import Settings
@@ -58,9 +58,10 @@ def run_serve(args) -> int:
     logging.getLogger("pygls").setLevel(logging.WARNING)
     logging.getLogger("spectab").info("spectab serve starting (log: %s)", path)
 
+    check_model_options(args)
     defaults = Settings(profile=args.profile, target=args.target, draft=args.draft, device=args.device, dtype=args.dtype,
                         contextTokens=args.context_tokens,
-                        fim=args.fim or "auto")
+                        fim=args.fim or "auto", quant=args.quant, threads=args.threads)
     server = build(defaults)
     if tcp:
         server.start_tcp(*tcp)

@@ -70,10 +70,13 @@ class ModelHost:
             # imported here, not at the top: torch and transformers take seconds to import, and
             # `initialize` must be answered at once
             from engine.completer import Completer, EngineOptions
+            from engine.devices import set_threads
 
+            set_threads(settings.threads)
             options = EngineOptions(context_tokens=settings.contextTokens)
             completer = Completer.open(settings.profile, settings.target, settings.draft, settings.device,
-                                       settings.dtype, fim=None if settings.fim == "auto" else settings.fim, options=options)
+                                       settings.dtype, fim=None if settings.fim == "auto" else settings.fim, options=options,
+                                       quant=settings.quant)
             error = ""
         except SpectabError as err:
             completer, error = None, str(err)

@@ -138,6 +138,7 @@ class SpectabServer(LanguageServer):
             "target": c.target_info.name if c else None,
             "draft": c.draft_name if c else None,
             "device": str(c.device) if c else None,
+            "quant": c.quant if c else None,
             **self.service.stats.as_dict(),
         }
 
@@ -210,6 +211,10 @@ def build(defaults: Settings) -> SpectabServer:
         ls.settings, problems = apply(old, raw)
         for p in problems:
             ls.tell(p)
+        if ls.settings.threads != old.threads and ls.host.ready:
+            from engine.devices import set_threads  # torch is loaded: a model is
+
+            set_threads(ls.settings.threads)
         if model_changed(old, ls.settings) or ls.host.status.state == "error":
             await ls.start_loading()
 

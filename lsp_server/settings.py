@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from engine.choices import QUANT_MODES
 from engine.prompts import FIM_MODES
 
 MULTILINE = ("auto", "always", "never")
@@ -42,6 +43,10 @@ class Settings:
     """languageIds to complete in; empty = all."""
     fim: str = "auto"
     """Infilling prompt format: auto, psm, spm, none."""
+    quant: str = "auto"
+    """Weights: auto (on the CPU, a GGUF's own int4/int8 precision, the rest int8), none, int8, int4."""
+    threads: int = 0
+    """CPU threads for the models; 0 = the physical cores."""
 
 
 # key -> (type check, value check, what a valid value is)
@@ -59,8 +64,10 @@ _RULES: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "contextTokens": (int, lambda v: 64 <= v <= 16384, "an integer 64..16384"),
     "languages": ((list, tuple), lambda v: all(isinstance(x, str) for x in v), "a list of languageIds"),
     "fim": (str, lambda v: v in FIM_MODES, ", ".join(FIM_MODES)),
+    "quant": (str, lambda v: v in QUANT_MODES, ", ".join(QUANT_MODES)),
+    "threads": (int, lambda v: 0 <= v <= 256, "0 (the physical cores) or an integer 1..256"),
 }
-MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim")
+MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim", "quant")
 """Changing one of these means building a new engine; the others apply to the next request."""
 
 

@@ -79,6 +79,21 @@ nil leaves the profile's."
 nil leaves the server's default (auto)."
   :type '(choice (const :tag "Server default" nil) string))
 
+(defcustom spectab-quant nil
+  "How the model's weights run: \"auto\", \"none\", \"int8\" or \"int4\".
+auto: on the CPU a GGUF keeps its own precision where it maps onto the
+int4/int8 kernels (Q4_0/Q4_1 int4, Q8_0 int8), anything else int8; on
+CUDA/MPS float.  none: float weights.  int8/int4: weight-only
+quantization, CPU only.  nil: the server's default (auto).  Changing it
+reloads the model."
+  :type '(choice (const :tag "Server default" nil)
+                 (const "auto") (const "none") (const "int8") (const "int4")))
+
+(defcustom spectab-threads nil
+  "CPU threads for the engine (1..256); 0 means the physical cores.
+nil: the server's default (0).  Applies without reloading the model."
+  :type '(choice (const :tag "Server default" nil) integer))
+
 (defcustom spectab-max-new-tokens nil
   "Most tokens in one suggestion (1..512).  nil: the server's default (64)."
   :type '(choice (const :tag "Server default" nil) integer))
@@ -117,6 +132,8 @@ nil: the server's default (auto: only when the rest of the line is empty)."
     (:target . spectab-target)
     (:draft . spectab-draft)
     (:device . spectab-device)
+    (:quant . spectab-quant)
+    (:threads . spectab-threads)
     (:maxNewTokens . spectab-max-new-tokens)
     (:temperature . spectab-temperature)
     (:debounceMs . spectab-debounce-ms)

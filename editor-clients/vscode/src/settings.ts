@@ -3,8 +3,8 @@
 
 /** The server's settings keys (lsp_server/settings.py); `spectab.<key>` in VS Code. */
 export const SERVER_KEYS = [
-  "profile", "target", "draft", "device", "dtype", "fim", "maxNewTokens", "temperature",
-  "debounceMs", "deadlineMs", "multiline", "contextTokens", "languages",
+  "profile", "target", "draft", "device", "dtype", "quant", "threads", "fim", "maxNewTokens",
+  "temperature", "debounceMs", "deadlineMs", "multiline", "contextTokens", "languages",
 ] as const;
 
 export type ServerSettings = Record<(typeof SERVER_KEYS)[number], unknown>;

@@ -65,7 +65,7 @@ function M.check()
     elseif status.state == 'loading' then
       h.info('loading the model: ' .. (require('spectab.status').state.message or ''))
     else
-      h.error('the model failed to load: ' .. tostring(status.error), 'fix the setting (profile, target, draft, device) with require(\'spectab\').set({...}); see the log')
+      h.error('the model failed to load: ' .. tostring(status.error), 'fix the setting (profile, target, draft, device, quant) with require(\'spectab\').set({...}); see the log')
     end
   end
   h.info('server log: ' .. lsp.log_path())

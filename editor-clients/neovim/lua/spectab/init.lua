@@ -11,7 +11,7 @@ local M = {}
 -- defaults apply to the rest.
 M.server_keys = {
   'profile', 'target', 'draft', 'device', 'maxNewTokens', 'temperature', 'debounceMs',
-  'deadlineMs', 'multiline', 'contextTokens', 'languages', 'fim', 'dtype',
+  'deadlineMs', 'multiline', 'contextTokens', 'languages', 'fim', 'dtype', 'quant', 'threads',
 }
 
 local defaults = {

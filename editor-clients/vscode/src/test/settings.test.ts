@@ -7,7 +7,8 @@ const getter = (values: Record<string, unknown>) => (key: string) => values[key]
 test("every server key is sent under its own name, nothing else", () => {
   const values: Record<string, unknown> = {
     enable: true, "server.command": "spectab", "server.args": ["serve"], "trace.server": "off",
-    profile: "smollm2-135m", target: "/m/x.gguf", draft: "ngram", device: "cpu", dtype: "auto", fim: "psm",
+    profile: "smollm2-135m", target: "/m/x.gguf", draft: "ngram", device: "cpu", dtype: "auto", quant: "int4",
+    threads: 4, fim: "psm",
     maxNewTokens: 32, temperature: 0.5, debounceMs: 10, deadlineMs: 900, multiline: "never",
     contextTokens: 512, languages: ["python"],
   };

@@ -1,0 +1,222 @@
+"""Building a quantized Llama one tensor at a time, and keeping the packed result in the cache.
+
+`build_quantized(cfg, weights, mode)` fills a Llama whose projections are `Int8Proj`/`Int4Proj`
+(engine/quant.py) whose embedding is bfloat16 and whose norms are in the activation dtype (engine/quant.py). `weights[hf_name]` gives one
+`SourceWeight` (GGUF blocks or a float tensor), so peak memory is about one tensor plus the packed
+model. Which kind each projection gets:
+  - `int4`: int4 everywhere the input width divides into groups of 32 (else int8);
+  - `int8`: int8 everywhere;
+  - `auto`: a GGUF's own precision where it maps directly (every part Q4_0/Q4_1 -> int4), int8 for
+    everything else (Q8_0, K-quants, float safetensors).
+Q4_0/Q4_1 blocks are repacked exactly; everything else is dequantised (that tensor only) and
+quantized again.
+
+The packed model is saved as one safetensors file with its kinds in the metadata, under the cache
+dir keyed by source file and format; a damaged copy is rebuilt with one log line saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import SpectabError, first_line
+from .gguf_tensors import NATIVE_INT4, SourceWeight
+from .model import Llama, Proj
+from .devices import parameter_count
+from .quant import (GROUP, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, dequant_int4, int4_groups, int8_rows,
+                    keep_dense, make_proj)
+
+log = logging.getLogger("spectab")
+
+FORMAT = "spectab-packed-1"
+DENSE_MAX_PARAMS = 1e9
+"""Models up to this size also keep a float32 copy of their quantized weights for prompt prefills
+(engine/quant.py, DENSE_MIN_ROWS): SmolLM2-135M's 540 MB buy prefills 2-3x faster; a 7B model's
+27 GB would not fit."""
+
+# our projection -> its Hugging Face parts (fused along the output rows)
+_PARTS = {
+    "attn.wqkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.wo": ("self_attn.o_proj.weight",),
+    "ffn.w_gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "ffn.w_down": ("mlp.down_proj.weight",),
+}
+
+
+def projections(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Every projection of the model by our name, with the Hugging Face tensors it is made of."""
+    out = {f"layers.{i}.{ours}": tuple(f"model.layers.{i}.{p}" for p in parts)
+           for i in range(cfg.num_layers) for ours, parts in _PARTS.items()}
+    out["lm_head"] = ("model.embed_tokens.weight",) if cfg.tie_word_embeddings else ("lm_head.weight",)
+    return out
+
+
+def choose_kind(mode: str, parts: list[SourceWeight]) -> str:
+    d_in = parts[0].shape[1]
+    if mode == "int8" or d_in % GROUP:
+        return "int8"
+    if mode == "int4":
+        return "int4"
+    return "int4" if all(p.kind in NATIVE_INT4 for p in parts) else "int8"
+
+
+def quantize_parts(kind: str, parts: list[SourceWeight], dense: bool = False) -> nn.Module:
+    """One projection from its parts; `dense`: also keep a float copy of the quantized weight."""
+    d_in, d_out = parts[0].shape[1], sum(p.shape[0] for p in parts)
+    proj = make_proj(kind, d_in, d_out)
+    if kind == "int8":
+        q, scale = (torch.cat(t) for t in zip(*(int8_rows(p.float()) for p in parts)))
+        proj.fill(q, scale)
+        if dense:
+            keep_dense(proj, q.float() * scale[:, None].to(KERNEL_DTYPE).float())
+    else:
+        q, d, m = (torch.cat(t) for t in zip(*(p.int4() or int4_groups(p.float()) for p in parts)))
+        proj.fill(q, d, m)
+        if dense:
+            keep_dense(proj, dequant_int4(q, d, m))
+    return proj
+
+
+def skeleton(cfg: ModelConfig, kinds: dict[str, str]) -> Llama:
+    """A Llama on the meta device whose projections are the given kinds (empty, real buffers)."""
+    with torch.device("meta"):
+        model = Llama(cfg).to(activation_dtype())
+        model.embed.to(KERNEL_DTYPE)  # rows are cast to the activation dtype as they are looked up
+    model.act_dtype = activation_dtype()
+    for name, kind in kinds.items():
+        parent, _, attr = name.rpartition(".")
+        old = model.get_submodule(name)
+        assert isinstance(old, Proj), name
+        d_out, d_in = old.weight.shape
+        setattr(model.get_submodule(parent) if parent else model, attr, make_proj(kind, d_in, d_out))
+    return model
+
+
+def build_quantized(cfg: ModelConfig, weights, mode: str, progress: Callable[[int, int], None] | None = None) -> Llama:
+    """`weights[hf_name] -> SourceWeight`; each projection is read, quantized and dropped in turn."""
+    plan = projections(cfg)
+    model = skeleton(cfg, {})
+    dense = parameter_count(cfg) <= DENSE_MAX_PARAMS
+    for n, (name, names) in enumerate(plan.items()):
+        parts = [weights[p] for p in names]
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, quantize_parts(choose_kind(mode, parts), parts, dense))
+        del parts
+        if progress:
+            progress(n + 1, len(plan))
+    floats = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
+    for i in range(cfg.num_layers):
+        floats[f"layers.{i}.attn_norm.weight"] = f"model.layers.{i}.input_layernorm.weight"
+        floats[f"layers.{i}.ffn_norm.weight"] = f"model.layers.{i}.post_attention_layernorm.weight"
+    for ours, hf in floats.items():
+        assign(model, ours, weights[hf].float().to(model.get_parameter(ours).dtype))
+    return finish(model)
+
+
+class FloatWeights:
+    """A Hugging Face folder's tensors (read lazily by `get`) as `SourceWeight`s."""
+
+    def __init__(self, get: Callable[[str], torch.Tensor]):
+        self.get = get
+
+    def __getitem__(self, hf: str) -> SourceWeight:
+        t = self.get(hf)
+        return SourceWeight(tuple(t.shape), str(t.dtype).removeprefix("torch."), _float=t)
+
+
+def assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    parent, _, attr = name.rpartition(".")
+    module = model.get_submodule(parent)
+    if attr in module._parameters:
+        old = module._parameters[attr]
+        assert old.shape == tensor.shape, f"{name}: shape {tuple(tensor.shape)}, expected {tuple(old.shape)}"
+        module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+    elif module._buffers.get(attr) is None:  # an optional buffer (a float copy)
+        module._buffers[attr] = tensor
+    else:
+        old = module._buffers[attr]
+        assert old.shape == tensor.shape and old.dtype == tensor.dtype, \
+            f"{name}: {tensor.dtype}{tuple(tensor.shape)}, expected {old.dtype}{tuple(old.shape)}"
+        module._buffers[attr] = tensor
+
+
+def finish(model: Llama) -> Llama:
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    assert not left, f"tensors never filled: {left[:3]}"
+    model.quant_kinds = {n: "int4" if isinstance(m, Int4Proj) else "int8"
+                         for n, m in model.named_modules() if isinstance(m, (Int4Proj, Int8Proj))}
+    return model.eval().requires_grad_(False)
+
+
+def save_packed(model: Llama, file: Path) -> None:
+    """Write the packed tensors atomically (a half-written file never looks complete)."""
+    from safetensors.torch import save_file
+
+    tensors = {n: t.contiguous() for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=file.name + ".", dir=file.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "kinds": json.dumps(model.quant_kinds), "torch": torch.__version__})
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_packed(cfg: ModelConfig, file: Path) -> Llama:
+    """The model saved by `save_packed`; SpectabError when the file is missing, damaged or of
+    another format (the caller rebuilds it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
+                raise SpectabError(f"{file} is of another format ({meta.get('format')}, torch {meta.get('torch')})")
+            model = skeleton(cfg, json.loads(meta["kinds"]))
+            names = set(f.keys())
+            expected = {n for n, _ in list(model.named_parameters()) + list(model.named_buffers())}
+            expected |= {n for n in names if n.endswith(".dense")}  # optional float copies
+            if names != expected:
+                raise SpectabError(f"{file} lacks {sorted(expected - names)[:3]} or has extra tensors")
+            for name in sorted(names):
+                assign(model, name, f.get_tensor(name))
+    except SpectabError:
+        raise
+    except Exception as err:  # truncated or overwritten: safetensors' own errors, asserts
+        raise SpectabError(f"{file} is damaged: {first_line(err)}") from err
+    return finish(model)
+
+
+def packed_or_build(cfg: ModelConfig, file: Path, build: Callable[[], Llama]) -> Llama:
+    """Read the cached packed model, or build and cache it (rebuilding a damaged one)."""
+    if file.is_file():
+        try:
+            return load_packed(cfg, file)
+        except SpectabError as err:
+            log.warning("the cached packed model is unusable (%s); rebuilding it", err)
+    model = build()
+    try:
+        save_packed(model, file)
+    except OSError as err:  # a full or read-only cache costs the next start time, nothing else
+        log.warning("could not cache the packed model in %s: %s", file.parent, err)
+    return model
+
+
+def assert_runs(model: Llama) -> None:
+    """One decode step on a scratch cache: a kernel this CPU cannot run fails here, at load."""
+    model.setup_cache(4)
+    try:
+        model(torch.zeros(1, 1, dtype=torch.long), 0)
+    except Exception as err:
+        raise SpectabError(f"this CPU cannot run the quantized kernels ({first_line(err)}); use --quant none") from err
