@@ -140,7 +140,7 @@ def load_quantized(spec: str, mode: str, allow_download: bool) -> LoadedModel:
     packed = cache_dir() / "packed" / f"{folder.name}-{folder_key(folder)}-{mode}.safetensors" if path is None \
         else folder / "model.safetensors"
     model = packed_or_build(cfg, packed, build)
-    kinds = sorted(set(model.quant_kinds.values()), reverse=True)
+    kinds = sorted(set(model.quant_kinds.values()))
     return LoadedModel(spec, folder, model, Tokenizer.load(folder, name=spec), "+".join(kinds))
 
 

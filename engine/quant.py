@@ -26,6 +26,7 @@ DENSE_MIN_ROWS = 32
 model's weights when it has one: the weight-only kernels are built for few rows, and on a 2-core
 AVX2 CPU a 256-row product through the int4 kernel took 1.7x the time of MKL's float32 one."""
 GROUP = 32  # int4 group size: GGUF's Q4_0/Q4_1 block length
+INT4_ROWS = 16  # the int4 kernel's packing takes output widths that are multiples of this
 KERNEL_DTYPE = torch.bfloat16
 
 

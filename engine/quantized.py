@@ -4,7 +4,7 @@
 (engine/quant.py) whose embedding is bfloat16 and whose norms are in the activation dtype (engine/quant.py). `weights[hf_name]` gives one
 `SourceWeight` (GGUF blocks or a float tensor), so peak memory is about one tensor plus the packed
 model. Which kind each projection gets:
-  - `int4`: int4 everywhere the input width divides into groups of 32 (else int8);
+  - `int4`: int4 wherever the kernel takes the shape (input in groups of 32, output rows by 16; else int8);
   - `int8`: int8 everywhere;
   - `auto`: a GGUF's own precision where it maps directly (every part Q4_0/Q4_1 -> int4), int8 for
     everything else (Q8_0, K-quants, float safetensors).
@@ -32,7 +32,7 @@ from .errors import SpectabError, first_line
 from .gguf_tensors import NATIVE_INT4, SourceWeight
 from .model import Llama, Proj
 from .devices import parameter_count
-from .quant import (GROUP, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, dequant_int4, int4_groups, int8_rows,
+from .quant import (GROUP, INT4_ROWS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, dequant_int4, int4_groups, int8_rows,
                     keep_dense, make_proj)
 
 log = logging.getLogger("spectab")
@@ -61,8 +61,8 @@ def projections(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
 
 
 def choose_kind(mode: str, parts: list[SourceWeight]) -> str:
-    d_in = parts[0].shape[1]
-    if mode == "int8" or d_in % GROUP:
+    d_in, d_out = parts[0].shape[1], sum(p.shape[0] for p in parts)
+    if mode == "int8" or d_in % GROUP or d_out % INT4_ROWS:  # shapes the int4 kernel cannot take
         return "int8"
     if mode == "int4":
         return "int4"

@@ -33,6 +33,20 @@ def test_complete_json_on_the_offline_profile(smollm2, tmp_path):
         assert key in out["stats"], key
 
 
+def test_the_default_runs_quantized_and_quant_none_runs_float(smollm2, tmp_path):
+    src = tmp_path / "add.py"
+    src.write_text("def add(a, b):\n    return\n")
+    outputs = {}
+    for quant in ("auto", "none"):
+        args = ["--quant", quant] if quant != "auto" else []
+        r = spectab("complete", f"{src}:2:11", "--max-new-tokens", "8", "--single-line", "--json", "--threads", "2", *args)
+        assert r.returncode == 0, r.stderr
+        outputs[quant] = json.loads(r.stdout)
+    # SmolLM2's GGUF is Q4_1 with a Q8_0 embedding: int4 layers, an int8 output head
+    assert outputs["auto"]["quant"] == "int4+int8" and outputs["none"]["quant"] == "none"
+    assert outputs["auto"]["completion"] == outputs["none"]["completion"] == " a + b"
+
+
 def test_plain_output_streams_the_completion(smollm2, tmp_path):
     src = tmp_path / "add.py"
     src.write_text("def add(a, b):\n    return\n")
@@ -86,6 +100,8 @@ def test_bad_positions_and_files(tmp_path, where, message):
     (["--profile", "gpt-17"], "unknown profile 'gpt-17'"),
     (["--dtype", "int3"], "unknown dtype 'int3'"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--quant", "int3"], "unknown --quant 'int3'; use auto, none, int8, int4"),
+    (["--threads", "-2"], "--threads must be 0 (the physical cores) or a positive count"),
 ])
 def test_bad_models_and_options(tmp_path, smollm2, args, message):
     src = bad_files(tmp_path)["ok"]

@@ -29,8 +29,9 @@ def tiny_server(tiny_models, tmp_path_factory):
 
 def expected(tiny_models, text: str, offset: int, max_new: int = 12) -> str:
     """What the server must answer: the engine's greedy output for that cursor, post-processed."""
-    c = Completer(load_model(str(tiny_models["target"]), "cpu"), load_model(str(tiny_models["same"]), "cpu"), "none",
-                  EngineOptions(context_tokens=1024))
+    # the server's default quant (auto: float safetensors become int8 on the CPU)
+    c = Completer(load_model(str(tiny_models["target"]), "cpu", quant="auto"), load_model(str(tiny_models["same"]), "cpu", quant="auto"),
+                  "none", EngineOptions(context_tokens=1024))
     cur = cursor_at(text, offset, 1024)
     multiline = cur.at_line_end
     return finish(c.complete(cur.prefix, cur.suffix, max_new, single_line=not multiline).text, cur, multiline)
@@ -190,6 +191,30 @@ def test_model_load_failure_is_said_once_and_the_server_keeps_serving(tiny_model
         client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"target": str(tiny_models["target"]), "draft": "ngram"}}})
         assert client.wait_ready()["state"] == "ready"
         assert isinstance(client.inline(URI, 4, 10), list)
+    finally:
+        assert client.close() == 0
+
+
+def test_bad_quant_settings_are_said_and_the_server_recovers(tiny_models, tmp_path):
+    client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
+    try:
+        # a quant this device cannot run: the load fails with the reason, once
+        client.initialize({"target": str(tiny_models["target"]), "draft": "ngram", "device": "meta", "quant": "int4"})
+        status = client.wait_ready()
+        assert status["state"] == "error" and "runs on the CPU only" in status["error"]
+        errors = [m for m in client.messages if m["type"] == 1]
+        assert len(errors) == 1 and "quant int4 runs on the CPU only" in errors[0]["message"]
+        # an unknown value: one message, the rest of the change applies, the server serves
+        client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"quant": "int3", "device": "cpu"}}})
+        assert client.wait_ready()["state"] == "ready"
+        assert any("spectab.quant must be auto, none, int8, int4" in m["message"] for m in client.messages)
+        status = client.request("spectab/status", {})
+        assert status["quant"] == "int4+int8" and status["device"] == "cpu"  # the 344-wide down projection: int8
+        client.open(URI, SOURCE)
+        assert isinstance(client.inline(URI, 4, 10), list)
+        client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"quant": "none", "threads": 1}}})
+        time.sleep(0.5)
+        assert client.wait_ready()["state"] == "ready" and client.request("spectab/status", {})["quant"] == "none"
     finally:
         assert client.close() == 0
 

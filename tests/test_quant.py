@@ -1,0 +1,217 @@
+"""Quantized weights: GGUF blocks packed into torch's kernels, quantized models loaded from GGUF
+files and Hugging Face folders, the packed cache, and losslessness against the quantized target."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize, quantize
+
+from engine.completer import Completer, EngineOptions
+from engine.errors import SpectabError
+from engine.gguf_tensors import SourceWeight, reverse_rope_permutation
+from engine.loading import load_model, resolve_quant
+from engine.model import hf_state_dict
+from engine.quant import Int4Proj, Int8Proj, dequant_int4
+from engine.quantized import FloatWeights, build_quantized, choose_kind, quantize_parts
+
+from .conftest import hf_llama
+from .gguf_files import rope_permute, write_llama_gguf
+from .test_sampling import word_tokenizer  # noqa: F401  (a fixture)
+
+
+def gguf_blocks(w: torch.Tensor, kind: str) -> tuple[SourceWeight, torch.Tensor]:
+    """`w` quantized by gguf-py, as our loader sees it, and gguf-py's own dequantisation."""
+    blocks = quantize(w.numpy(), GGMLQuantizationType[kind])
+    ref = torch.from_numpy(dequantize(blocks, GGMLQuantizationType[kind])).float()
+    return SourceWeight(tuple(w.shape), kind, _blocks=blocks), ref
+
+
+@pytest.mark.parametrize("kind,packed_as", [("Q4_0", Int4Proj), ("Q4_1", Int4Proj), ("Q8_0", Int8Proj)])
+def test_gguf_blocks_multiply_like_gguf_dequantisation(kind, packed_as):
+    torch.manual_seed(0)
+    w = torch.randn(96, 256) * 0.05
+    source, ref_w = gguf_blocks(w, kind)
+    if kind != "Q8_0":  # 4-bit blocks are repacked, not rounded again: the codes are the file's
+        assert torch.equal(dequant_int4(*source.int4()), ref_w)
+    proj = quantize_parts(choose_kind("auto", [source]), [source])
+    assert isinstance(proj, packed_as)
+    for rows in (1, 5, 40):  # decode, verify, and a prefill that takes the float copy when there is one
+        x = torch.randn(rows, 256)
+        want = x @ ref_w.T
+        rel = ((proj(x) - want).abs().max() / want.abs().max()).item()
+        # the kernels take bfloat16 input (8 bits of mantissa); Q8_0 is also re-scaled per row
+        assert rel < 2e-2, (rows, rel)
+
+
+def test_permuted_rows_stay_with_their_scales():
+    torch.manual_seed(1)
+    w = torch.randn(64, 64) * 0.05
+    permuted = rope_permute(w.numpy(), 4)
+    blocks = quantize(permuted, GGMLQuantizationType.Q4_1)
+    rows = reverse_rope_permutation(64, 4)
+    source = SourceWeight((64, 64), "Q4_1", _blocks=blocks, _rows=rows)
+    ref = torch.from_numpy(dequantize(blocks, GGMLQuantizationType.Q4_1))[torch.from_numpy(rows)]
+    assert torch.equal(dequant_int4(*source.int4()), ref) and torch.equal(source.float(), ref)
+    assert (ref - w).abs().max() < 0.02  # the un-permutation restores the original row order
+
+
+def tiny_hf(vocab=32000, hidden=64, layers=2, heads=4, kv=2, inter=256, tie=False, seed=5):
+    return hf_llama(vocab, hidden, layers, heads, kv, inter, 1e4, 256, tie, seed=seed, std=0.06)
+
+
+def q4k_blocks(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """Valid Q4_K super-blocks (gguf-py cannot make them): small f16 scales, random codes."""
+    rng = np.random.default_rng(seed)
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_K]
+    b = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    b[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), dtype=np.uint8)  # d
+    b[..., 2:4] = np.frombuffer(np.float16(0.003).tobytes(), dtype=np.uint8)  # dmin
+    return b.reshape(rows, -1)
+
+
+@pytest.fixture(scope="module")
+def gguf_models(tmp_path_factory):
+    """Small GGUF Llamas: all Q4_0 (plus a Q8_0 embedding), Q4_1, and one with a Q4_K down
+    projection and F32 attention output."""
+    root = tmp_path_factory.mktemp("gguf")
+    hf = tiny_hf()
+
+    def mixed(name, a):
+        if ".ffn_down." in name:
+            return ("RAW", "Q4_K", q4k_blocks(*a.shape))
+        return "F32" if ".attn_output." in name else "Q4_1"
+
+    return {
+        "q4_0": write_llama_gguf(hf, root / "q4_0.gguf", lambda n, a: "Q8_0" if n == "token_embd.weight" else "Q4_0"),
+        "q4_1": write_llama_gguf(hf, root / "q4_1.gguf", lambda n, a: "Q4_1"),
+        "mixed": write_llama_gguf(hf, root / "mixed.gguf", mixed),
+    }
+
+
+def logits(loaded, ids):
+    loaded.model.setup_cache(len(ids) + 1)
+    with torch.inference_mode():
+        return loaded.model(torch.tensor([ids]), 0)
+
+
+IDS = [1, 822, 788, 29898, 29874, 29892, 289, 1125, 13, 1678, 736, 263, 718, 289, 13, 13, 1753, 1014]
+
+
+@pytest.mark.parametrize("name,kinds", [("q4_0", {"int4"}), ("q4_1", {"int4"}), ("mixed", {"int4", "int8"})])
+def test_a_gguf_model_loads_quantized_and_matches_its_float_path(gguf_models, name, kinds):
+    floating = load_model(str(gguf_models[name]), "cpu", quant="none")  # dequantised through transformers
+    packed = load_model(str(gguf_models[name]), "cpu", quant="auto")
+    assert set(packed.model.quant_kinds.values()) == kinds and packed.quant == "+".join(sorted(kinds))
+    if name == "mixed":  # the K-quant down projection is dequantised and re-quantized to int8
+        assert {k for n, k in packed.model.quant_kinds.items() if n.endswith("w_down")} == {"int8"}
+    a, b = logits(floating, IDS), logits(packed, IDS)
+    rel = ((a - b).abs().max() / a.abs().max()).item()
+    assert rel < 0.03, rel
+    # a random model's logits are nearly flat, so a few near-ties flip under bfloat16 input
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
+    assert packed.tokenizer.encode("def add(a, b):") == floating.tokenizer.encode("def add(a, b):")
+
+
+def test_the_packed_model_is_cached_and_a_damaged_copy_rebuilt(gguf_models, caplog):
+    first = load_model(str(gguf_models["q4_1"]), "cpu", quant="int4")
+    packed = first.folder / "model.safetensors"
+    assert packed.is_file()
+    with caplog.at_level(logging.INFO, logger="spectab"):
+        again = load_model(str(gguf_models["q4_1"]), "cpu", quant="int4")
+    assert not [r for r in caplog.records if "packing" in r.getMessage()]  # read back, not rebuilt
+    assert torch.equal(logits(first, IDS), logits(again, IDS))
+    packed.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spectab"):
+        rebuilt = load_model(str(gguf_models["q4_1"]), "cpu", quant="int4")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unusable" in warnings[0] and "rebuilding" in warnings[0]
+    assert torch.equal(logits(first, IDS), logits(rebuilt, IDS))
+
+
+def test_a_gguf_type_we_cannot_read_is_one_clear_error(tmp_path):
+    rows, cols = 64, 64
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType.Q8_1]
+    raw = np.zeros((rows, cols // block * size), dtype=np.uint8)
+    path = write_llama_gguf(tiny_hf(inter=64, hidden=64), tmp_path / "q8_1.gguf",
+                            lambda n, a: ("RAW", "Q8_1", raw) if n == "blk.0.attn_output.weight" else "Q8_0")
+    with pytest.raises(SpectabError, match="cannot read GGUF tensor type Q8_1"):
+        load_model(str(path), "cpu", quant="auto")
+
+
+def test_quant_choices_and_devices():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_quant("auto", cpu) == "auto" and resolve_quant("auto", gpu) == "none"
+    assert resolve_quant("auto", cpu, "float32") == "none"  # a float dtype asked for: float weights
+    with pytest.raises(SpectabError, match="unknown quant 'int3'"):
+        resolve_quant("int3", cpu)
+    with pytest.raises(SpectabError, match="runs on the CPU only"):
+        resolve_quant("int4", gpu)
+    with pytest.raises(SpectabError, match="computes in bfloat16"):
+        resolve_quant("int8", cpu, "float16")
+
+
+# -- losslessness against the quantized target ----------------------------------------------------
+
+PROMPTS = [
+    ("def fibonacci(n):\n    if n < 2:\n        return n\n    return ", "\n\nprint(fibonacci(10))\n"),
+    ("import os\n\nclass Config:\n    def __init__(self, path):\n        self.path = path\n        self.", "\n"),
+    ("for i in range(10):\n    for j in range(10):\n        total += i * j\nfor i in range(10):\n    for", ""),
+]
+
+
+@pytest.fixture(scope="module")
+def quantized_pair(tiny_models):
+    return {(name, quant): load_model(str(tiny_models[name]), "cpu", quant=quant)
+            for name in ("target", "same", "noisy") for quant in ("int8", "int4")}
+
+
+def run(target, draft, fim):
+    c = Completer(target, draft, fim, EngineOptions(context_tokens=512, max_new_tokens_limit=64, k=4, k_max=8))
+    return [c.complete(prefix, suffix, 20).tokens for prefix, suffix in PROMPTS]
+
+
+@pytest.mark.parametrize("target_quant", ["int8", "int4"])
+@pytest.mark.parametrize("draft", ["same", "noisy", "ngram"])
+@pytest.mark.parametrize("fim", ["psm", "none"])
+def test_speculative_equals_the_quantized_targets_greedy_output(quantized_pair, target_quant, draft, fim):
+    target = quantized_pair[("target", target_quant)]
+    assert target.quant in ("int4+int8", "int8") and target.model.quant_kinds
+    plain = run(target, "none", fim)
+    drafter = quantized_pair[(draft, "int8")] if draft != "ngram" else "ngram"  # the draft in int8
+    assert run(target, drafter, fim) == plain
+    assert any(plain)
+
+
+def test_drafts_are_taken_and_rejected_under_quantization(quantized_pair):
+    # the equality above means something only if both branches of the verifier ran
+    c = Completer(quantized_pair[("target", "int4")], quantized_pair[("noisy", "int8")], "none",
+                  EngineOptions(context_tokens=512, max_new_tokens_limit=64, k=4, adaptive=False))
+    proposed = accepted = 0
+    for prefix, suffix in PROMPTS:
+        s = c.complete(prefix, suffix, 20).stats
+        proposed, accepted = proposed + s.draft_proposed, accepted + s.draft_accepted
+    assert 0 < accepted < proposed
+
+
+def quantized_copy(model, mode):
+    return build_quantized(model.config, FloatWeights(hf_state_dict(model).__getitem__), mode)
+
+
+@pytest.mark.parametrize("target_mode", ["int8", "int4"])
+def test_sampling_follows_the_quantized_target(word_tokenizer, target_mode):
+    from engine.cached_model import CachedModel
+    from engine.drafters import ModelDrafter
+    from engine.sampling import SamplingParams
+
+    from .test_sampling import SAMPLES, VOCAB_DRAFT, VOCAB_TARGET, chi_square_p, exact_distribution, sample_many, small_model
+
+    params = SamplingParams(temperature=1.0)
+    target = quantized_copy(small_model(VOCAB_TARGET, 1), target_mode)
+    draft = quantized_copy(small_model(VOCAB_DRAFT, 2), "int8")
+    drafter = ModelDrafter(CachedModel(draft, 32), VOCAB_TARGET, min_confidence=0.0)
+    counts = sample_many(target, drafter, word_tokenizer, params, steps=3, k=2)
+    assert chi_square_p(counts, exact_distribution(target, params, 3), SAMPLES) > 1e-3
