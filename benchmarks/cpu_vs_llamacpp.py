@@ -23,7 +23,12 @@ dir (`<cache>/bench/llama-cpp-0.3.36`; SPECTAB_CACHE_DIR moves it) if it is miss
    path generated tokens take) and through the float copies that prompt prefills use.
 
     python benchmarks/cpu_vs_llamacpp.py [--threads N] [--prompts 3] [--repeats 2] [--tokens 64]
-        [--tokens-7b 16] [--spec-tokens-7b 24] [--skip-smollm2] [--skip-7b] [--skip-accuracy]
+        [--tokens-7b 24] [--alphas 0.6,0.75,0.85,0.95] [--skip-smollm2] [--skip-7b] [--skip-accuracy]
+
+Run it on an otherwise idle machine: llama.cpp's threads wait for each other at every operation, so
+a core busy with something else slows it far more than it slows torch (the script warns when the
+load average says so, and records it). The default run takes about 25 minutes on 2 cores, the
+first one a few minutes more (it writes the 7B-shape GGUF and spectab packs it, both cached).
 """
 
 from __future__ import annotations
@@ -60,22 +65,26 @@ LLAMA_VOCAB_GGUF = FIXTURES / "ggml-vocab-llama-spm.gguf"
 CODELLAMA_ADDED = FIXTURES / "codellama-added-tokens.json"
 GREEDY = SamplingParams()
 NUM_PRED_TOKENS = 10  # llama.cpp's prompt lookup: tokens proposed per match (its max_ngram_size stays 2)
-QUANT_LABEL = {"none": "float32 (GGUF dequantised)", "int8": "int8", "int4": "int4", "auto": "auto"}
 
-# The target and draft shapes of part 2; `tiny` (hidden --shape-7b tiny) is a testing switch.
+# The target and draft shapes of part 2; `wide` (2 layers of the full width, with the full draft) and
+# `tiny` (hidden --shape-7b) are testing switches.
 SHAPES_7B = {
     "full": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32016, context=16384, theta=1e6),
+    "wide": dict(hidden=4096, layers=2, heads=32, kv_heads=32, intermediate=11008, vocab=32016, context=16384, theta=1e6),
     "tiny": dict(hidden=256, layers=2, heads=2, kv_heads=2, intermediate=672, vocab=32016, context=16384, theta=1e6),
 }
 DRAFT_SHAPES = {
     "full": dict(hidden=768, layers=12, heads=12, kv_heads=12, intermediate=2048, vocab=32000, positions=2048, theta=1e4),
-    "tiny": dict(hidden=64, layers=2, heads=1, kv_heads=1, intermediate=172, vocab=32000, positions=2048, theta=1e4),
+    "wide": dict(hidden=768, layers=12, heads=12, kv_heads=12, intermediate=2048, vocab=32000, positions=2048, theta=1e4),
+    # intermediate a multiple of 8: torch 2.13's _weight_int8pack_mm segfaults on other input widths for some row counts
+    "tiny": dict(hidden=64, layers=2, heads=1, kv_heads=1, intermediate=176, vocab=32000, positions=2048, theta=1e4),
 }
-T_START = time.perf_counter()
+T_START = float(os.environ.get("CPU_VS_LLAMACPP_T0", time.time()))  # the 7B worker keeps its parent's clock
+os.environ["CPU_VS_LLAMACPP_T0"] = str(T_START)
 
 
 def log(msg: str) -> None:
-    t = int(time.perf_counter() - T_START)
+    t = int(time.time() - T_START)
     print(f"[{t // 60:02d}:{t % 60:02d}] {msg}", file=sys.stderr, flush=True)
 
 
@@ -113,9 +122,8 @@ def llama_cpp_python() -> Path:
     log(f"llama-cpp-python {LLAMA_CPP_VERSION} is not installed in {venv}: creating that venv and building it from "
         f"source (about 6 minutes, once; log in {build_log})")
     venv.parent.mkdir(parents=True, exist_ok=True)
-    if venv.exists():
-        shutil.rmtree(venv)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     with open(build_log, "w") as f:
         rc = subprocess.run([str(python), "-m", "pip", "install", f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
                             stdout=f, stderr=subprocess.STDOUT).returncode
@@ -358,7 +366,8 @@ def table_smollm2(res: dict) -> tuple[list[str], list[list]]:
               "prompt lookup tok/s", "vs llama.cpp plain", "lookup output = plain", f"leading tokens = llama.cpp's (of {n_total})"]
     rows = []
     for e, r in res["engines"].items():
-        weights = "Q4_1 GGUF (token_embd Q8_0)" if e == "llama.cpp" else f"{r['quant']}, {r['weights_mb']:.0f} MB"
+        weights = "Q4_1 GGUF (token_embd Q8_0)" if e == "llama.cpp" else \
+            f"{'float32' if r['quant'] == 'none' else r['quant']}, {r['weights_mb']:.0f} MB"
         if e != "llama.cpp" and r["lookup_proposed"]:
             lookup_note = f" ({r['lookup_accepted']}/{r['lookup_proposed']} drafts)"
         else:
@@ -546,7 +555,7 @@ def codellama_gguf(shape: str) -> Path:
 def amd_draft_folder(shape: str) -> Path:
     """The AMD-Llama-135m shape (untied, 32000 tokens) with seeded random weights (std 0.02) as a
     Hugging Face folder with the Llama-2 tokenizer from the fixture; written once in the cache."""
-    folder = cache_dir() / "bench" / ("amd-llama-135m-shape" if shape == "full" else f"amd-llama-135m-shape-{shape}")
+    folder = cache_dir() / "bench" / ("amd-llama-135m-shape" if shape in ("full", "wide") else f"amd-llama-135m-shape-{shape}")
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -628,13 +637,29 @@ def packed_cached(gguf: Path, quant: str) -> bool | None:
         return None
 
 
+def in_vocab_controlled_drafter():
+    from engine.controlled import ControlledDrafter
+
+    class InVocabControlledDrafter(ControlledDrafter):
+        """Acceptance control whose proposals stay inside the draft's vocabulary: when the target's
+        token is one the draft lacks (CodeLlama's ids 32000..32015), no draft could propose it, so
+        the proposal is a wrong in-vocabulary id (ControlledDrafter would propose the id itself, and
+        the draft's next forward would index past its embedding)."""
+
+        def choose(self, position: int) -> int:
+            token = super().choose(position)
+            return token if token < self.draft.vocab_size else token % self.draft.vocab_size
+
+    return InVocabControlledDrafter
+
+
 def spectab_7b_worker() -> None:
     """The spectab side of part 2, alone in its process (its memory is its own): request on stdin,
     progress on stderr, one JSON line on stdout."""
-    from engine.controlled import ControlledDrafter
     from engine.devices import set_threads
     from engine.logs import setup_logging
 
+    InVocabControlledDrafter = in_vocab_controlled_drafter()
     req = json.loads(sys.stdin.read())
     setup_logging(False, False)
     set_threads(req["threads"])
@@ -659,10 +684,13 @@ def spectab_7b_worker() -> None:
 
     if req["alphas"]:
         n = req["spec_tokens"]
-        s, plain = spectab_decode(cache, tok, prompt, NoDrafter(), DraftLength(), n)
-        truth = plain.tokens
-        out["spec_plain"] = {"s": s, "tokens_per_s": n / s, "stats": plain.stats.as_dict()}
-        log(f"spectab 7B plain, {n} tokens (the speculative baseline): {n / s:.2f} tok/s")
+        if n != req["tokens"]:
+            s, g = spectab_decode(cache, tok, prompt, NoDrafter(), DraftLength(), n)
+            log(f"spectab 7B plain, {n} tokens (the speculative baseline): {n / s:.2f} tok/s")
+        else:  # the plain decode above is the baseline (its median time; its tokens are the truth)
+            s = statistics.median(out["decode_s"])
+        truth = g.tokens
+        out["spec_plain"] = {"s": s, "tokens_per_s": n / s, "stats": g.stats.as_dict()}
         t0 = time.perf_counter()
         draft = load_model(req["draft"], "cpu", quant="int8")
         dcache = CachedModel(draft.model, req["capacity"])
@@ -671,7 +699,7 @@ def spectab_7b_worker() -> None:
         out["memory"]["after_draft_load"] = memory()
         out["speculative"] = []
         for alpha in req["alphas"]:
-            drafter = ControlledDrafter(dcache, truth, alpha, seed=0)
+            drafter = InVocabControlledDrafter(dcache, truth, alpha, seed=0)
             s, g = spectab_decode(cache, tok, prompt, drafter, DraftLength(4, 1, 8), n, draft_prompt=prompt)
             st = g.stats
             out["speculative"].append({"alpha": alpha, "s": s, "tokens_per_s": n / s, "vs_plain": (n / s) / (n / out["spec_plain"]["s"]),
@@ -682,6 +710,10 @@ def spectab_7b_worker() -> None:
     print(json.dumps(out), flush=True)
 
 
+def rss_split(m: dict) -> str:
+    return f"{m.get('VmRSS')} ({m.get('RssAnon')} + {m.get('RssFile')})"
+
+
 def tables_7b(res: dict) -> list[tuple[str, list[str], list[list], str]]:
     lc, sp = res["llama_cpp"], res["spectab"]
     n = res["tokens"]
@@ -689,13 +721,17 @@ def tables_7b(res: dict) -> list[tuple[str, list[str], list[list], str]]:
     sp_rate = n / statistics.median(sp["decode_s"])
     lc_pre, sp_pre = statistics.median(lc["prefill_ms"]), statistics.median(sp["prefill_ms"])
     header = ["engine", "weights", "load s", f"prefill ms ({res['prompt']['tokens']} tokens)", "prefill speed vs llama.cpp",
-              f"decode tok/s ({n} tokens)", "vs llama.cpp", "RSS after load MB", "RSS after generation MB", "peak RSS MB"]
+              f"decode tok/s ({n} tokens)", "vs llama.cpp", "RSS before load MB", "RSS after load MB",
+              "RSS after generation MB (anonymous + file)", "peak RSS MB"]
     rows = [["llama.cpp", f"Q4_0 GGUF, {res['gguf_bytes'] / 2 ** 20:.0f} MB file (mmap)", f"{lc['load_s']:.1f}", f"{lc_pre:.0f}", "1.00x",
-             f"{lc_rate:.2f}", "1.00x", lc["memory"].get("VmRSS"), lc["after_generation"].get("VmRSS"), lc["after_generation"].get("VmHWM")],
+             f"{lc_rate:.2f}", "1.00x", lc["baseline_memory"].get("VmRSS"), lc["memory"].get("VmRSS"),
+             rss_split(lc["after_generation"]), lc["after_generation"].get("VmHWM")],
             ["spectab", f"{sp['quant']}, {sp['weights_mb']:.0f} MB", f"{sp['load_s']:.1f}", f"{sp_pre:.0f}", f"{lc_pre / sp_pre:.2f}x",
-             f"{sp_rate:.2f}", f"{sp_rate / lc_rate:.2f}x", sp["memory"]["after_load"].get("VmRSS"),
-             sp["memory"]["after_generation"].get("VmRSS"), sp["memory"]["after_generation"].get("VmHWM")]]
-    same = f"spectab's first {sp['leading_tokens_equal_llama_cpp']} of {n} tokens equal llama.cpp's (informational: the kernels round differently)."
+             f"{sp_rate:.2f}", f"{sp_rate / lc_rate:.2f}x", sp["memory"]["start"].get("VmRSS"), sp["memory"]["after_load"].get("VmRSS"),
+             rss_split(sp["memory"]["after_generation"]), sp["memory"]["after_generation"].get("VmHWM")]]
+    same = (f"spectab's first {sp['leading_tokens_equal_llama_cpp']} of {n} tokens equal llama.cpp's (informational: the kernels "
+            "round differently). RSS before load: the bare process (python with llama_cpp; python with torch and transformers)."
+            + ("" if sp.get("packed_cached", True) else " spectab packed the GGUF in this run: its peak RSS includes the packing."))
     out = [("engines", header, rows, same)]
     if sp.get("speculative"):
         m = res["spec_tokens"]
@@ -727,8 +763,15 @@ def write_report(name: str, command: str, results: dict) -> None:
     data = {"command": command, "machine": common.machine() | {"llama_cpp_python": LLAMA_CPP_VERSION}, **results}
     (common.RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
     m = data["machine"]
+    loads = ", ".join(f"{part} {la:.2f}" for part, la in results.get("load_average", {}).items())
     lines = [f"`{command}`  ",
-             f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, llama-cpp-python {LLAMA_CPP_VERSION}, commit {m['commit']}, {m['date']}"]
+             f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, llama-cpp-python {LLAMA_CPP_VERSION}, commit {m['commit']}, {m['date']}"
+             + (f"; 1-minute load average before each part: {loads}" if loads else "")]
+    build = results.get("smollm2", {}).get("llama_cpp", {}).get("plain", {}).get("system_info") or \
+        results.get("codellama_7b", {}).get("llama_cpp", {}).get("system_info")
+    if build:
+        lines[-1] += "  "
+        lines.append(f"llama.cpp build: {build.replace('|', '/')}")
     if "smollm2" in results:
         r = results["smollm2"]
         lines += ["", "### SmolLM2-135M-Instruct: spectab against llama.cpp", ""] + md_table(*table_smollm2(r))
@@ -740,11 +783,16 @@ def write_report(name: str, command: str, results: dict) -> None:
                       "sum of the per-prompt median times. llama.cpp's prompt lookup: LlamaPromptLookupDecoding(num_pred_tokens "
                       f"{NUM_PRED_TOKENS}, max_ngram_size 2); spectab's: its default drafter (n-grams {r['spectab_lookup']['ngram_max']}"
                       f"..{r['spectab_lookup']['ngram_min']}, adaptive draft length kept across calls). Quant none runs the GGUF "
-                      "dequantised to float32; int8/int4/auto as engine/quantized.py packs them."]
+                      "dequantised to float32; int8/int4/auto as engine/quantized.py packs them. \"lookup output = plain\": the "
+                      "prompt-lookup output equals that engine's plain greedy output on every prompt (it is meant to; a \"no\" "
+                      "means a kernel rounds differently when it verifies several positions at once). llama.cpp worker RSS: "
+                      f"{r['llama_cpp']['baseline_memory'].get('VmRSS')} MB bare, {r['llama_cpp']['lookup']['memory'].get('VmRSS')} MB with "
+                      f"both instances loaded, {r['llama_cpp']['after_generation'].get('VmRSS')} MB after generating."]
     if "codellama_7b" in results:
         r = results["codellama_7b"]
         shape = r["target_shape"]
-        lines += ["", f"### CodeLlama-7b shape{' (tiny test shape)' if r['shape'] != 'full' else ''}: one Q4_0 GGUF, both engines"]
+        test = f" ({r['shape']} test shape)" if r["shape"] != "full" else ""
+        lines += ["", f"### CodeLlama-7b shape{test}: one Q4_0 GGUF, both engines"]
         for _, header, rows, note in tables_7b(r):
             lines += [""] + md_table(header, rows) + ([""] + [note] if note else [])
         lines += ["", f"Target: {shape['layers']} layers, hidden {shape['hidden']}, intermediate {shape['intermediate']}, "
@@ -755,7 +803,7 @@ def write_report(name: str, command: str, results: dict) -> None:
                       "mmapped file pages it touched). Speculative rows: the AMD-Llama-135m shape "
                       f"({r['draft_shape']['layers']} layers, hidden {r['draft_shape']['hidden']}, random weights, int8) drafts under "
                       "acceptance control (engine/controlled.py: the draft runs every forward, its token is the target's own with "
-                      "probability alpha), adaptive draft length, prompt cached, against our plain decoding of the same "
+                      "probability alpha; a target id the draft's 32000 lack counts as a miss), adaptive draft length, prompt cached, against our plain decoding of the same "
                       f"{r['spec_tokens']} tokens."]
     if "accuracy" in results:
         r = results["accuracy"]
@@ -767,6 +815,20 @@ def write_report(name: str, command: str, results: dict) -> None:
                       "the dequantised float32 copies small models keep for prompt prefills."]
     (common.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     log(f"wrote {common.RESULTS / name}.md and .json")
+
+
+def busy_check(part: str) -> float:
+    """The 1-minute load average, with a warning when other processes keep the cores busy: both
+    engines slow down then, llama.cpp's far more (its threads wait for each other at every operation,
+    so one busy core stalls all of them; seen here on 2 busy cores: 3.3 tok/s with 2 threads, 22 with 1)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+    if load > 0.5:
+        log(f"warning: load average {load:.2f} before the {part} part: other processes are using the CPU, so these "
+            "timings (llama.cpp's above all) are not what a quiet machine gives")
+    return load
 
 
 def main() -> None:
@@ -782,8 +844,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="SmolLM2 new tokens per decode")
     ap.add_argument("--quants", default="none,int8,int4,auto", help="spectab quant modes for SmolLM2")
     ap.add_argument("--prompt-7b", type=int, default=512, help="7B prompt tokens")
-    ap.add_argument("--tokens-7b", type=int, default=16, help="7B plain decode tokens (both engines)")
-    ap.add_argument("--spec-tokens-7b", type=int, default=24, help="7B tokens per speculative run")
+    ap.add_argument("--tokens-7b", type=int, default=24, help="7B plain decode tokens (both engines)")
+    ap.add_argument("--spec-tokens-7b", type=int, default=None, help="7B tokens per speculative run (default: --tokens-7b)")
     ap.add_argument("--repeats-7b", type=int, default=1)
     ap.add_argument("--quant-7b", default="auto", choices=["auto", "int4", "int8"], help="spectab's quant for the 7B-shape GGUF")
     ap.add_argument("--alphas", default="0.6,0.75,0.85,0.95", help="draft acceptance rates for the 7B speculative rows ('' skips)")
@@ -797,6 +859,8 @@ def main() -> None:
     args = ap.parse_args()
     args.quants = [q for q in args.quants.split(",") if q]
     args.alphas = [float(a) for a in args.alphas.split(",") if a]
+    if args.spec_tokens_7b is None:
+        args.spec_tokens_7b = args.tokens_7b
     setup_logging(False, False)
     args.threads = set_threads(args.threads or physical_cores())
     common.RESULTS = Path(args.out)
@@ -816,20 +880,23 @@ def main() -> None:
     log(f"{command}  ({args.threads} threads)")
 
     python = llama_cpp_python() if not (args.skip_smollm2 and args.skip_7b) else None
-    results: dict = {}
+    results: dict = {"load_average": {}}
     loaded = {}
     accuracy_quants = [q for q in args.quants if q != "none"] or ["int8", "int4", "auto"]
     need = ([] if args.skip_smollm2 else args.quants) + ([] if args.skip_accuracy else ["none"] + accuracy_quants)
     if need:
         gguf, loaded = load_smollm2(list(dict.fromkeys(need)))
         if not args.skip_smollm2:
+            results["load_average"]["smollm2"] = busy_check("SmolLM2")
             results["smollm2"] = bench_smollm2(args, python, gguf, loaded)
             write_report(name, command, results)
         if not args.skip_accuracy:
+            results["load_average"]["accuracy"] = busy_check("accuracy")
             results["accuracy"] = bench_accuracy(args, loaded, accuracy_quants)
             write_report(name, command, results)
     loaded.clear()
     if not args.skip_7b:
+        results["load_average"]["7b"] = busy_check("7B")
         results["codellama_7b"] = bench_7b(args, python)
         write_report(name, command, results)
     log("done")

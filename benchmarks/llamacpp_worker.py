@@ -49,11 +49,15 @@ class Worker:
 
         draft = LlamaPromptLookupDecoding(max_ngram_size=max_ngram_size, num_pred_tokens=num_pred_tokens) if lookup else None
         t0 = time.perf_counter()
+        # With a draft model Llama keeps every position's logits (it forces logits_all on), but 0.3.36
+        # sizes its `scores` buffer from the logits_all argument: False leaves n_batch rows, and a
+        # prompt longer than n_batch then fails in eval(). So the lookup instance says True itself.
         llm = llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                              n_batch=512, verbose=False, logits_all=False, draft_model=draft)
+                              n_batch=512, verbose=False, logits_all=lookup, draft_model=draft)
         load_s = time.perf_counter() - t0
         self.models[name] = llm
-        return {"load_s": load_s, "memory": memory(), "n_vocab": llm.n_vocab(), "version": llama_cpp.__version__}
+        return {"load_s": load_s, "memory": memory(), "n_vocab": llm.n_vocab(), "version": llama_cpp.__version__,
+                "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}
 
     def prefill(self, name, prompt):
         llm = self.models[name]

@@ -16,6 +16,16 @@ from .graphs import MAX_GRAPH_TOKENS, StepRunner
 from .model import Llama
 
 
+def prefill_split(model: Llama, new: int, n_logits: int) -> int:
+    """How many leading positions of a forward over `new` to run on their own: the prompt part
+    of a long forward of a model with float copies (engine/quant.py, DENSE_MIN_ROWS), else 0."""
+    from .quant import DENSE_MIN_ROWS
+
+    if not getattr(model, "has_dense", False) or new - n_logits < DENSE_MIN_ROWS:
+        return 0
+    return new - n_logits
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     if a[:n] == b[:n]:  # the common case, compared in C
@@ -66,6 +76,14 @@ class CachedModel:
         start = min(common_prefix_len(self.ids, ids), len(ids) - n_logits)
         new = ids[start:]
         del self.ids[start:]  # before the forward: if it fails midway, those positions are garbage
+        bulk = prefill_split(self.model, len(new), n_logits)
+        if bulk:
+            # a small quantized model prefills through its float copies; the positions whose
+            # logits are returned still run through the kernels, as every decode and verify step does
+            self.model(torch.tensor([new[:bulk]], dtype=torch.long, device=self.device), start, 1)
+            self.ids.extend(new[:bulk])
+            self.tokens_run += bulk
+            start, new = start + bulk, new[bulk:]
         if self.runner is not None and len(new) <= MAX_GRAPH_TOKENS:
             # a copy: the runner's output buffer is overwritten by the next forward of this length
             logits = self.runner(self._on_device(new), start)[-n_logits:].clone()

@@ -16,7 +16,7 @@ import torch
 from .cached_model import CachedModel
 from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter
 from .errors import SpectabError
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, load_model, load_tokenizer
 from .profiles import Profile, choose_profile
 from .prompts import build_prompt, cut_suffix, resolve_fim, stop_ids
 from .sampling import SamplingParams
@@ -94,6 +94,8 @@ class Completer:
         target_model = load_model(chosen.target, device, dtype, allow_download, quant)
         draft: LoadedModel | str = chosen.draft
         if chosen.draft not in DRAFT_KINDS:
+            # a draft of another vocabulary is refused before its weights load (and pack)
+            check_compatible(load_tokenizer(chosen.draft, allow_download), target_model.tokenizer)
             log.debug("loading draft %s", chosen.draft)
             device_name = str(target_model.model.embed.weight.device)
             # a quantized target computes in its own activation dtype; the draft picks its own

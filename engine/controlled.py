@@ -55,4 +55,6 @@ class ControlledDrafter:
             logits = self.draft.extend(seq + tokens, 1)
             logits.argmax(-1)  # the draft's own pick is computed (its cost is real), then overruled
             tokens.append(self.choose(len(generated) + i))
+            if tokens[-1] >= vocab:  # a target-only id: proposable, but the draft cannot read it on
+                break
         return Proposal(tokens)

@@ -144,6 +144,16 @@ def load_quantized(spec: str, mode: str, allow_download: bool) -> LoadedModel:
     return LoadedModel(spec, folder, model, Tokenizer.load(folder, name=spec), "+".join(kinds))
 
 
+def load_tokenizer(spec: str, allow_download: bool = False) -> Tokenizer:
+    """A model's tokenizer without its weights (to check a draft before it is loaded)."""
+    path = gguf_file(spec)
+    if path is None:
+        return Tokenizer.load(resolve(spec, allow_download), name=spec)
+    from .gguf_tensors import GGUFWeights
+
+    return Tokenizer(GGUFWeights(path).tokenizer(), spec)
+
+
 def _progress(name: str):
     def report(done: int, total: int) -> None:
         if done == total or done % max(1, total // 4) == 0:

@@ -25,7 +25,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in float32 like the reference, so bf16 models match it
+        # normalise in float32 like the reference, so bf16 models match it (torch's fused rms_norm
+        # measured slower here: 50 us against 25 us per call in a SmolLM2 decode step)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -77,12 +78,13 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, start: int, mask, use_cache: bool = True):
         # x: [B, S, hidden]; cos/sin: [S, head_dim]; mask: [S, start+S] bool or None
         B, S, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, S, D]
-        k = k.view(B, S, self.n_kv, self.head_dim).transpose(1, 2)  # [B, Hkv, S, D]
+        q_dim, kv_dim, _ = self.split
+        qk, v = self.wqkv(x).split((q_dim + kv_dim, kv_dim), dim=-1)
+        # queries and keys rotate together: half the rotary ops of a decode step
+        qk = qk.view(B, S, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2)  # [B, H+Hkv, S, D]
+        qk = qk * cos + rotate_half(qk) * sin
+        q, k = qk.split((self.n_heads, self.n_kv), dim=1)  # [B, H, S, D], [B, Hkv, S, D]
         v = v.view(B, S, self.n_kv, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
         if use_cache:  # inference: batch 1, keys and values kept by position
             end = start + S
             self.k_cache[:, :, start:end] = k
@@ -158,8 +160,8 @@ class Llama(nn.Module):
         cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
         for layer in self.layers:
             shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
-            layer.attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
-            layer.attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+            layer.attn.k_cache = lazy_zeros(shape, dtype, device)
+            layer.attn.v_cache = lazy_zeros(shape, dtype, device)
         self.rope_cos, self.rope_sin = rope_tables(cfg, capacity, device, dtype)
         self.capacity = capacity
 
@@ -192,6 +194,30 @@ class Llama(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, 0, None, use_cache=False)
         return self.lm_head(self.norm(x))
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros that, on the CPU, take memory only where they are written: numpy's zeros come from
+    calloc, whose large blocks are fresh pages the OS maps on first write, while torch.zeros writes
+    every byte. A KV cache sized for 2.5k positions of CodeLlama-7b is 2.7 GB in float32; a
+    request uses the part its prompt fills."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    import numpy as np
+
+    count = 1
+    for n in shape:
+        count *= n
+    # numpy asks for huge pages on large arrays: one 2 MB page per head would then be written as
+    # soon as one position is, which is most of the cache
+    madvise = getattr(getattr(np, "_core", np.core).multiarray, "_set_madvise_hugepage", None)
+    before = madvise(False) if madvise else None
+    try:
+        raw = np.zeros(count * torch.empty(0, dtype=dtype).element_size(), dtype=np.uint8)
+    finally:
+        if madvise:
+            madvise(before)
+    return torch.from_numpy(raw).view(dtype).view(shape)
 
 
 def rope_tables(cfg: ModelConfig, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ model's weights when it has one: the weight-only kernels are built for few rows,
 AVX2 CPU a 256-row product through the int4 kernel took 1.7x the time of MKL's float32 one."""
 GROUP = 32  # int4 group size: GGUF's Q4_0/Q4_1 block length
 INT4_ROWS = 16  # the int4 kernel's packing takes output widths that are multiples of this
+INT8_COLS = 8  # torch 2.13's int8 kernel crashes on input widths that are not multiples of this
 KERNEL_DTYPE = torch.bfloat16
 
 
@@ -53,7 +54,7 @@ class Int8Proj(nn.Module):
         # x: [..., in] -> [..., out]; the kernel takes 2-D input
         rows = x.numel() // self.d_in
         if self.dense is not None and rows >= DENSE_MIN_ROWS:
-            return x @ self.dense.to(x.dtype)
+            return dense_product(x, self.dense)
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.d_in).to(KERNEL_DTYPE), self.q, self.scale)
         return y.view(*x.shape[:-1], self.d_out).to(x.dtype)
 
@@ -77,7 +78,7 @@ class Int4Proj(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.d_in
         if self.dense is not None and rows >= DENSE_MIN_ROWS:
-            return x @ self.dense.to(x.dtype)
+            return dense_product(x, self.dense)
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, self.d_in).to(KERNEL_DTYPE), self.packed, GROUP, self.sz)
         return y.view(*x.shape[:-1], self.d_out).to(x.dtype)
 
@@ -92,10 +93,25 @@ class Int4Proj(nn.Module):
 QuantProj = (Int8Proj, Int4Proj)
 
 
-def keep_dense(proj: nn.Module, w: torch.Tensor) -> None:
-    """Give `proj` a float32 copy of its (quantized) weight [out, in] for long forwards, stored
-    [in, out] (MKL streams a wide weight faster that way; see engine/model.py's Proj)."""
-    proj.dense = w.float().t().contiguous()
+def dense_product(x: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """x @ dense rounded as the kernels round: bfloat16 input, bfloat16 output."""
+    return (x.to(KERNEL_DTYPE).to(dense.dtype) @ dense).to(KERNEL_DTYPE).to(x.dtype)
+
+
+def keep_dense(proj: nn.Module, q: torch.Tensor) -> None:
+    """Give `proj` a float32 copy of its weight for long forwards, stored [in, out] (MKL streams a
+    wide weight faster that way; see engine/model.py's Proj). `q`: its int8 or int4 codes [out, in].
+    The copy is what the kernel multiplies by, from the same bfloat16 scales, and `dense_product`
+    rounds input and output as the kernel does, so the two paths differ only by float32 summation
+    order. CachedModel also runs the positions whose logits it returns through the kernels (see
+    `prefill_split`), so greedy output never depends on which path a position took."""
+    if isinstance(proj, Int8Proj):
+        w = q.float() * proj.scale.float()[:, None]
+    else:
+        n, k = q.shape
+        scale, zero = proj.sz.float().transpose(0, 1).unbind(-1)  # [out, in/32] each
+        w = ((q.float().view(n, k // GROUP, GROUP) - 8) * scale[..., None] + zero[..., None]).view(n, k)
+    proj.dense = w.t().contiguous()
 
 
 def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,4 +141,8 @@ def dequant_int4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> torch.Ten
 
 
 def make_proj(kind: str, d_in: int, d_out: int) -> nn.Module:
+    if kind == "float":
+        from .model import Proj
+
+        return Proj(d_in, d_out)
     return {"int8": Int8Proj, "int4": Int4Proj}[kind](d_in, d_out)

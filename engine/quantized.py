@@ -32,12 +32,12 @@ from .errors import SpectabError, first_line
 from .gguf_tensors import NATIVE_INT4, SourceWeight
 from .model import Llama, Proj
 from .devices import parameter_count
-from .quant import (GROUP, INT4_ROWS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, dequant_int4, int4_groups, int8_rows,
+from .quant import (GROUP, INT4_ROWS, INT8_COLS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, int4_groups, int8_rows,
                     keep_dense, make_proj)
 
 log = logging.getLogger("spectab")
 
-FORMAT = "spectab-packed-1"
+FORMAT = "spectab-packed-3"
 DENSE_MAX_PARAMS = 1e9
 """Models up to this size also keep a float32 copy of their quantized weights for prompt prefills
 (engine/quant.py, DENSE_MIN_ROWS): SmolLM2-135M's 540 MB buy prefills 2-3x faster; a 7B model's
@@ -62,6 +62,8 @@ def projections(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
 
 def choose_kind(mode: str, parts: list[SourceWeight]) -> str:
     d_in, d_out = parts[0].shape[1], sum(p.shape[0] for p in parts)
+    if d_in % INT8_COLS:  # neither kernel takes this shape (no real model has it): float
+        return "float"
     if mode == "int8" or d_in % GROUP or d_out % INT4_ROWS:  # shapes the int4 kernel cannot take
         return "int8"
     if mode == "int4":
@@ -73,16 +75,17 @@ def quantize_parts(kind: str, parts: list[SourceWeight], dense: bool = False) ->
     """One projection from its parts; `dense`: also keep a float copy of the quantized weight."""
     d_in, d_out = parts[0].shape[1], sum(p.shape[0] for p in parts)
     proj = make_proj(kind, d_in, d_out)
+    if kind == "float":
+        proj.weight = nn.Parameter(torch.cat([p.float() for p in parts]).to(activation_dtype()), requires_grad=False)
+        return proj
     if kind == "int8":
         q, scale = (torch.cat(t) for t in zip(*(int8_rows(p.float()) for p in parts)))
         proj.fill(q, scale)
-        if dense:
-            keep_dense(proj, q.float() * scale[:, None].to(KERNEL_DTYPE).float())
     else:
         q, d, m = (torch.cat(t) for t in zip(*(p.int4() or int4_groups(p.float()) for p in parts)))
         proj.fill(q, d, m)
-        if dense:
-            keep_dense(proj, dequant_int4(q, d, m))
+    if dense:
+        keep_dense(proj, q)
     return proj
 
 
@@ -93,6 +96,8 @@ def skeleton(cfg: ModelConfig, kinds: dict[str, str]) -> Llama:
         model.embed.to(KERNEL_DTYPE)  # rows are cast to the activation dtype as they are looked up
     model.act_dtype = activation_dtype()
     for name, kind in kinds.items():
+        if kind == "float":  # stays a Proj; its weight is assigned from the file
+            continue
         parent, _, attr = name.rpartition(".")
         old = model.get_submodule(name)
         assert isinstance(old, Proj), name
@@ -111,7 +116,7 @@ def build_quantized(cfg: ModelConfig, weights, mode: str, progress: Callable[[in
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, quantize_parts(choose_kind(mode, parts), parts, dense))
         del parts
-        if progress:
+        if progress and not dense:  # a small model packs in seconds: no progress lines
             progress(n + 1, len(plan))
     floats = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
     for i in range(cfg.num_layers):
@@ -152,8 +157,9 @@ def assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 def finish(model: Llama) -> Llama:
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     assert not left, f"tensors never filled: {left[:3]}"
-    model.quant_kinds = {n: "int4" if isinstance(m, Int4Proj) else "int8"
-                         for n, m in model.named_modules() if isinstance(m, (Int4Proj, Int8Proj))}
+    model.has_dense = any(getattr(m, "dense", None) is not None for m in model.modules())
+    model.quant_kinds = {n: "int4" if isinstance(m, Int4Proj) else "int8" if isinstance(m, Int8Proj) else "float"
+                         for n, m in model.named_modules() if isinstance(m, (Int4Proj, Int8Proj, Proj))}
     return model.eval().requires_grad_(False)
 
 

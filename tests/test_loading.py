@@ -97,8 +97,9 @@ def test_profile_pieces_can_be_overridden():
         profiles.choose_profile("gpt")
 
 
-def test_gguf_is_converted_once_then_read_from_the_cache(smollm2, smollm2_gguf, monkeypatch):
-    folder = smollm2.target_info.folder
+def test_gguf_is_converted_once_then_read_from_the_cache(smollm2_gguf, monkeypatch):
+    # the float path (--quant none): dequantised once into a Hugging Face folder in the cache
+    folder = load_model(str(smollm2_gguf), device="cpu", quant="none").folder
     assert folder.parent.parent == cache_dir() and (folder / "model.safetensors").is_file()
     import transformers
 
@@ -107,7 +108,7 @@ def test_gguf_is_converted_once_then_read_from_the_cache(smollm2, smollm2_gguf, 
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_conversion)
     assert resolve(str(smollm2_gguf), allow_download=False) == folder
-    assert load_model(str(smollm2_gguf), device="cpu").config.tie_word_embeddings
+    assert load_model(str(smollm2_gguf), device="cpu", quant="none").config.tie_word_embeddings
 
 
 @pytest.mark.parametrize("make,message", [

@@ -54,18 +54,16 @@ def test_tiny_target_folder_loads_with_its_tokenizer(tiny_models):
     assert loaded.tokenizer.vocab_size == 32016
 
 
-def test_smollm2_converted_weights_match_transformers(smollm2):
+def test_smollm2_converted_weights_match_transformers(smollm2_gguf):
     from transformers import AutoModelForCausalLM
 
-    folder = smollm2.target_info.folder
-    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    ids = torch.tensor([smollm2.tokenizer.encode("def fib(n):\n    if n < 2:\n        return n")])
-    model = smollm2.target_info.model
-    model.setup_cache(64)
+    floating = load_model(str(smollm2_gguf), device="cpu", quant="none")  # the float path
+    hf = AutoModelForCausalLM.from_pretrained(str(floating.folder), dtype=torch.float32).eval()
+    ids = torch.tensor([floating.tokenizer.encode("def fib(n):\n    if n < 2:\n        return n")])
+    floating.model.setup_cache(64)
     with torch.no_grad():
         reference = hf(ids).logits[0]
-        ours = model(ids, 0)
-    model.cache_owner = None  # the completer re-allocates its cache on next use
+        ours = floating.model(ids, 0)
     torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3)
 
 
