@@ -17,11 +17,13 @@ from .model import Llama
 
 
 def prefill_split(model: Llama, new: int, n_logits: int) -> int:
-    """How many leading positions of a forward over `new` to run on their own: the prompt part
-    of a long forward of a model with float copies (engine/quant.py, DENSE_MIN_ROWS), else 0."""
-    from .quant import DENSE_MIN_ROWS
+    """How many leading positions of a forward over `new` to run on their own, so that the
+    positions whose logits are returned always run in a short forward: a quantized model computes
+    a position exactly alike in every short forward (row-independent kernels, exact_rows_attention)
+    but not in a long one (fused attention, float copies for prefill). 0: no split."""
+    from .model import EXACT_ROWS_MAX
 
-    if not getattr(model, "has_dense", False) or new - n_logits < DENSE_MIN_ROWS:
+    if not getattr(model, "quant_kinds", None) or new <= EXACT_ROWS_MAX:
         return 0
     return new - n_logits
 
@@ -78,8 +80,8 @@ class CachedModel:
         del self.ids[start:]  # before the forward: if it fails midway, those positions are garbage
         bulk = prefill_split(self.model, len(new), n_logits)
         if bulk:
-            # a small quantized model prefills through its float copies; the positions whose
-            # logits are returned still run through the kernels, as every decode and verify step does
+            # the prompt part of a quantized model's long forward; the positions whose logits are
+            # returned run through a short forward, as every decode and verify step does
             self.model(torch.tensor([new[:bulk]], dtype=torch.long, device=self.device), start, 1)
             self.ids.extend(new[:bulk])
             self.tokens_run += bulk

@@ -74,6 +74,9 @@ class Attention(nn.Module):
         self.split = (q_dim, kv_dim, kv_dim)
         self.k_cache: torch.Tensor | None = None  # [1, n_kv, capacity, head_dim]
         self.v_cache: torch.Tensor | None = None
+        self.exact_rows = False
+        """Short forwards attend one query row at a time, so a position's output does not depend on
+        how many positions ran with it (quantized models: see exact_rows_attention)."""
 
     def forward(self, x, cos, sin, start: int, mask, use_cache: bool = True):
         # x: [B, S, hidden]; cos/sin: [S, head_dim]; mask: [S, start+S] bool or None
@@ -92,14 +95,32 @@ class Attention(nn.Module):
             keys, values = self.k_cache[:, :, :end], self.v_cache[:, :, :end]
         else:  # training: whole sequences, nothing kept
             keys, values = k, v
-        y = F.scaled_dot_product_attention(
-            q, keys, values,
-            attn_mask=mask,
-            # S > 1 at start 0 is a plain square causal mask: let the fused kernel build it
-            is_causal=mask is None and S > 1,
-            enable_gqa=self.n_kv != self.n_heads,
-        )
+        if self.exact_rows and use_cache and 1 < S <= EXACT_ROWS_MAX:
+            y = exact_rows_attention(q, keys, values, start, self.n_kv != self.n_heads)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, keys, values,
+                attn_mask=mask,
+                # S > 1 at start 0 is a plain square causal mask: let the fused kernel build it
+                is_causal=mask is None and S > 1,
+                enable_gqa=self.n_kv != self.n_heads,
+            )
         return self.wo(y.transpose(1, 2).reshape(B, S, -1))
+
+
+EXACT_ROWS_MAX = 16  # verify and decode forwards; longer ones (prefills) attend in one call
+
+
+def exact_rows_attention(q, keys, values, start: int, gqa: bool) -> torch.Tensor:
+    """Causal attention computed one query row at a time, each exactly as a one-position decode
+    step computes it (the same call on the same keys). The fused kernel's result for a row shifts
+    in the last bits with the number of rows beside it; a quantized model rounds activations to
+    bfloat16 at every projection, which can turn that into a different greedy token, and then
+    verifying k+1 drafts would not give what decoding one token at a time gives."""
+    # q: [B, H, S, D]; keys/values: [B, Hkv, start+S, D]
+    rows = [F.scaled_dot_product_attention(q[:, :, i:i + 1], keys[:, :, :start + i + 1], values[:, :, :start + i + 1],
+                                           enable_gqa=gqa) for i in range(q.shape[2])]
+    return torch.cat(rows, dim=2)
 
 
 class FeedForward(nn.Module):

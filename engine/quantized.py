@@ -157,7 +157,8 @@ def assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 def finish(model: Llama) -> Llama:
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     assert not left, f"tensors never filled: {left[:3]}"
-    model.has_dense = any(getattr(m, "dense", None) is not None for m in model.modules())
+    for layer in model.layers:  # greedy output must not depend on how positions were batched
+        layer.attn.exact_rows = True
     model.quant_kinds = {n: "int4" if isinstance(m, Int4Proj) else "int8" if isinstance(m, Int8Proj) else "float"
                          for n, m in model.named_modules() if isinstance(m, (Int4Proj, Int8Proj, Proj))}
     return model.eval().requires_grad_(False)
