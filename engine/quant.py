@@ -90,9 +90,6 @@ class Int4Proj(nn.Module):
         self.sz = torch.stack((d.float(), zero), dim=-1).transpose(0, 1).to(self.sz.dtype).contiguous()
 
 
-QuantProj = (Int8Proj, Int4Proj)
-
-
 def dense_product(x: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """x @ dense rounded as the kernels round: bfloat16 input, bfloat16 output."""
     return (x.to(KERNEL_DTYPE).to(dense.dtype) @ dense).to(KERNEL_DTYPE).to(x.dtype)

@@ -219,11 +219,3 @@ def packed_or_build(cfg: ModelConfig, file: Path, build: Callable[[], Llama]) ->
         log.warning("could not cache the packed model in %s: %s", file.parent, err)
     return model
 
-
-def assert_runs(model: Llama) -> None:
-    """One decode step on a scratch cache: a kernel this CPU cannot run fails here, at load."""
-    model.setup_cache(4)
-    try:
-        model(torch.zeros(1, 1, dtype=torch.long), 0)
-    except Exception as err:
-        raise SpectabError(f"this CPU cannot run the quantized kernels ({first_line(err)}); use --quant none") from err

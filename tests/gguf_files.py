@@ -9,18 +9,14 @@ from typing import Callable
 
 import numpy as np
 
+from engine.gguf_tensors import gguf_name
+
 FIXTURE_VOCAB = Path(__file__).parent / "fixtures" / "ggml-vocab-llama-spm.gguf"
 
 
 def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's converter: rows of q (n_head = query heads) and k (kv heads) reordered."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def gguf_name(hf: str) -> str:
-    from engine.gguf_tensors import gguf_name as ours
-
-    return ours(hf)
 
 
 def write_llama_gguf(hf_model, path: Path, qtype: Callable[[str, np.ndarray], str]) -> Path:
