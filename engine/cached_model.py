@@ -1,6 +1,7 @@
 """A model together with the token ids its KV cache currently holds.
 
-`extend(ids)` brings the cache to `ids`: it keeps the longest common prefix with what is cached and
+Each CachedModel owns its KV buffers, so several of them over one model (KV lanes, one per
+document) each keep their own prompt. `extend(ids)` brings the cache to `ids`: it keeps the longest common prefix with what is cached and
 runs only the rest. That one rule gives all three kinds of reuse:
   - a new request whose prompt shares a prefix with the last one (typing forward) runs only the
     new tokens; a shorter or diverging prompt simply keeps less;
@@ -48,24 +49,33 @@ class CachedModel:
         self.device = model.embed.weight.device
         self.static = self.device.type == "cuda" if static is None else static
         self.runner: StepRunner | None = None
+        self.kv = None  # this cache's own KV buffers (engine.model.KVCache), made on first use
+        self.ids: list[int] = []  # ids whose keys/values sit at positions 0..len-1
         self._claim()
         self.vocab_size = model.config.vocab_size
-        self.ids: list[int] = []  # ids whose keys/values sit at positions 0..len-1
         self.forwards = 0
         self.tokens_run = 0
 
     def reset(self) -> None:
         self.ids = []
 
+    def release(self) -> None:
+        """Give the KV buffers back (an evicted lane); the next use starts from an empty cache."""
+        if getattr(self.model, "cache_owner", None) is self:
+            self.model.cache_owner = None
+        self.kv, self.runner, self.ids = None, None, []
+
     def _claim(self) -> None:
-        # the KV buffers live inside the model's modules: if another CachedModel used this model
-        # since, our cached ids describe its buffers no more
+        # several CachedModels (KV lanes) may share one model: the model's layers point at the
+        # buffers of whichever used it last, so point them at ours; nothing is copied or recomputed
         if getattr(self.model, "cache_owner", None) is not self:
-            self.model.setup_cache(self.capacity)
+            if self.kv is None:
+                self.kv = self.model.new_cache(self.capacity)
+                self.ids = []
+                # captured graphs point at the cache buffers: one runner per set of buffers
+                self.runner = StepRunner(self.model) if self.static else None
+            self.model.attach_cache(self.kv)
             self.model.cache_owner = self
-            self.ids = []
-            # captured graphs point at the old cache buffers: capture anew against these
-            self.runner = StepRunner(self.model) if self.static else None
 
     @torch.inference_mode()
     def extend(self, ids: list[int], n_logits: int = 1) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The engine's front door: text before and after the cursor in, the target's completion out.
 
-A `Completer` owns the loaded models, their KV caches (kept between requests, so typing forward
-reuses the cached prompt prefix), the drafter and the adaptive draft length.
+A `Completer` owns the loaded models, their KV caches (a lane per document, kept between requests,
+so typing forward or switching files reuses the cached prompt prefix), the drafter and the adaptive
+draft length.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from .cached_model import CachedModel
 from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter
 from .errors import SpectabError
+from .lanes import Lane, LanePool, auto_lane_count
 from .loading import LoadedModel, load_model, load_tokenizer
 from .profiles import Profile, choose_profile
 from .prompts import build_prompt, cut_suffix, resolve_fim, stop_ids
@@ -45,6 +47,9 @@ class EngineOptions:
     """A draft model stops proposing after a token it gives less than this probability."""
     ngram_max: int = 3
     ngram_min: int = 1
+    kv_lanes: int = 0
+    """KV caches kept, one per document, least recently used evicted; 0: as many full ones as fit
+    in half the memory free at load (1..16)."""
 
 
 class Completer:
@@ -54,22 +59,22 @@ class Completer:
         self.tokenizer = target.tokenizer
         self.fim = resolve_fim(fim, self.tokenizer, target.name)
         reserve = options.max_new_tokens_limit + options.k_max + 1
-        self.target = CachedModel(target.model, options.context_tokens + reserve)
+        self.capacity = min(options.context_tokens + reserve, target.model.config.max_position_embeddings)
         # a model with a short context (a small trained draft used as target) still completes: at
         # most half its context is generated, the rest is prompt
-        self.max_new_tokens = min(options.max_new_tokens_limit, self.target.capacity // 2 - options.k_max - 1)
+        self.max_new_tokens = min(options.max_new_tokens_limit, self.capacity // 2 - options.k_max - 1)
         if self.max_new_tokens < 1:
-            raise SpectabError(f"{target.name} has a context of only {self.target.capacity} tokens")
+            raise SpectabError(f"{target.name} has a context of only {self.capacity} tokens")
         self.draft_info: LoadedModel | None = None
-        self.draft: CachedModel | None = None
+        self.draft_capacity = 0
         if isinstance(draft, LoadedModel):
             check_compatible(draft.tokenizer, target.tokenizer)
             self.draft_info = draft
-            self.draft = CachedModel(draft.model, options.context_tokens + reserve)
-            self.max_new_tokens = min(self.max_new_tokens, self.draft.capacity // 2 - options.k_max - 1)
+            self.draft_capacity = min(options.context_tokens + reserve, draft.model.config.max_position_embeddings)
+            self.max_new_tokens = min(self.max_new_tokens, self.draft_capacity // 2 - options.k_max - 1)
             if self.max_new_tokens < 1:
-                raise SpectabError(f"draft {draft.name} has a context of only {self.draft.capacity} tokens")
-            self.drafter = ModelDrafter(self.draft, target.model.config.vocab_size, options.min_confidence)
+                raise SpectabError(f"draft {draft.name} has a context of only {self.draft_capacity} tokens")
+            self.drafter = None  # a ModelDrafter per lane, over that lane's draft cache
         elif draft == "ngram":
             self.drafter = PromptLookupDrafter(options.ngram_max, options.ngram_min)
         elif draft == "none":
@@ -77,7 +82,35 @@ class Completer:
         else:
             raise SpectabError(f"unknown draft '{draft}': give a model, ngram or none")
         self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive)
+        self.lanes = LanePool(self._new_lane, options.kv_lanes or auto_lane_count(self.lane_bytes()))
         self._lock = threading.Lock()
+
+    def _new_lane(self, document: str) -> Lane:
+        target = CachedModel(self.target_info.model, self.capacity)
+        if self.draft_info is None:
+            return Lane(document, target, None, self.drafter)
+        draft = CachedModel(self.draft_info.model, self.draft_capacity)
+        drafter = ModelDrafter(draft, self.target_info.model.config.vocab_size, self.options.min_confidence)
+        return Lane(document, target, draft, drafter)
+
+    def lane_bytes(self) -> int:
+        """The memory a lane holds when its caches are full (keys and values of every layer)."""
+        total = 0
+        for info, capacity in ((self.target_info, self.capacity), (self.draft_info, self.draft_capacity)):
+            if info is not None:
+                cfg, model = info.model.config, info.model
+                element = torch.empty(0, dtype=model.compute_dtype).element_size()
+                total += 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * capacity * element
+        return total
+
+    @property
+    def target(self) -> CachedModel:
+        """The target cache of the lane of requests that name no document."""
+        return self.lanes.get(None).target
+
+    @property
+    def draft(self) -> CachedModel | None:
+        return self.lanes.get(None).draft
 
     @classmethod
     def open(cls, profile: str | None = None, target: str | None = None, draft: str | None = None,
@@ -116,17 +149,17 @@ class Completer:
 
     @property
     def device(self) -> torch.device:
-        return self.target.device
+        return self.target_info.model.embed.weight.device
 
     def prompts(self, prefix: str, suffix: str, max_new_tokens: int, fim: str | None = None) -> tuple[list[int], list[int] | None]:
         """The target's prompt and, for a draft model, the draft's own left-to-right prompt."""
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim
         reserve = max_new_tokens + self.options.k_max + 1
-        budget = min(self.options.context_tokens, self.target.capacity - reserve)
+        budget = min(self.options.context_tokens, self.capacity - reserve)
         target_prompt = build_prompt(self.tokenizer, mode, prefix, suffix if mode != "none" else "", budget)
         draft_prompt = None
-        if self.draft is not None:
-            draft_budget = min(self.options.context_tokens, self.draft.capacity - reserve)
+        if self.draft_info is not None:
+            draft_budget = min(self.options.context_tokens, self.draft_capacity - reserve)
             # the small draft was never trained on infilling: it reads the prefix left to right
             draft_prompt = build_prompt(self.draft_info.tokenizer, "none", prefix, "", draft_budget)
         return target_prompt, draft_prompt
@@ -143,8 +176,10 @@ class Completer:
         cancelled: Callable[[], bool] | None = None,
         on_text: Callable[[str], None] | None = None,
         fim: str | None = None,
+        document: str | None = None,
     ) -> Generation:
-        """The target model's completion at the cursor between `prefix` and `suffix`."""
+        """The target model's completion at the cursor between `prefix` and `suffix`, in the KV
+        lane of `document` (None: the lane of requests that name no document)."""
         if not 1 <= max_new_tokens <= self.max_new_tokens:
             raise SpectabError(f"max new tokens must be 1..{self.max_new_tokens} for these models, got {max_new_tokens}")
         if not params.greedy and not 0.0 < params.top_p <= 1.0:
@@ -154,13 +189,18 @@ class Completer:
         with self._lock:  # one generation at a time: the KV caches are shared state
             target_prompt, draft_prompt = self.prompts(prefix, suffix, max_new_tokens, mode)
             # a left-to-right prompt leaves out the code after the cursor; prompt lookup may copy it
+            lane = self.lanes.get(document)
+            drafter = lane.drafter if self.draft_info is not None else self.drafter
             reference = None
-            if mode == "none" and suffix and isinstance(self.drafter, PromptLookupDrafter):
+            if mode == "none" and suffix and isinstance(drafter, PromptLookupDrafter):
                 reference = self.tokenizer.encode_infill(cut_suffix(self.tokenizer, suffix, self.options.context_tokens // 2))
-            return generate(self.target, target_prompt, self.drafter, self.tokenizer, params, stops,
+            return generate(lane.target, target_prompt, drafter, self.tokenizer, params, stops,
                             self.draft_length, draft_prompt, on_text, reference=reference)
 
+    def forget(self, document: str) -> None:
+        """Free the KV lane of a closed document."""
+        with self._lock:
+            self.lanes.forget(document)
+
     def reset_caches(self) -> None:
-        self.target.reset()
-        if self.draft is not None:
-            self.draft.reset()
+        self.lanes.reset()

@@ -178,13 +178,26 @@ class Llama(nn.Module):
 
     def setup_cache(self, capacity: int) -> None:
         """Preallocate the KV cache and rotary tables for `capacity` positions."""
+        self.attach_cache(self.new_cache(capacity))
+        self.cache_owner = None  # no CachedModel's buffers are attached any more
+
+    def new_cache(self, capacity: int) -> "KVCache":
+        """A KV cache of its own for `capacity` positions (one per KV lane); on the CPU it takes
+        memory only where positions are written."""
         cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
-        for layer in self.layers:
-            shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
-            layer.attn.k_cache = lazy_zeros(shape, dtype, device)
-            layer.attn.v_cache = lazy_zeros(shape, dtype, device)
-        self.rope_cos, self.rope_sin = rope_tables(cfg, capacity, device, dtype)
-        self.capacity = capacity
+        shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
+        return KVCache(capacity, [(lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device))
+                                  for _ in self.layers])
+
+    def attach_cache(self, cache: "KVCache") -> None:
+        """Point every layer at `cache`'s buffers: switching lanes costs no copy and no prefill."""
+        for layer, (k, v) in zip(self.layers, cache.layers):
+            layer.attn.k_cache, layer.attn.v_cache = k, v
+        if getattr(self, "rope_capacity", 0) != cache.capacity:
+            cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
+            self.rope_cos, self.rope_sin = rope_tables(cfg, cache.capacity, device, dtype)
+            self.rope_capacity = cache.capacity
+        self.capacity = cache.capacity
 
     def forward(self, tokens: torch.Tensor, start: int, n_logits: int | None = None) -> torch.Tensor:
         """Run `tokens` ([1, S]) at positions [start, start+S); return float32 logits of the last
@@ -215,6 +228,14 @@ class Llama(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, 0, None, use_cache=False)
         return self.lm_head(self.norm(x))
+
+
+class KVCache:
+    """Keys and values of every layer for `capacity` positions: [1, n_kv, capacity, head_dim] each."""
+
+    def __init__(self, capacity: int, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.capacity = capacity
+        self.layers = layers
 
 
 def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
