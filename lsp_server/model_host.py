@@ -1,7 +1,7 @@
-"""Loading the engine in the background, so `initialize` is answered at once.
+"""Opening the backend in the background, so `initialize` is answered at once.
 
 States: `loading`, `ready`, `error` (with the one-line reason). A new load (settings changed) replaces
-the engine when it is ready; requests meanwhile get empty results, not errors.
+the backend when it is ready; requests meanwhile get empty results, not errors.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Callable
 
 from engine.errors import SpectabError, first_line
 
+from .backends.base import Backend
 from .settings import Settings
 
 log = logging.getLogger("spectab.server")
@@ -33,6 +34,8 @@ class _ProgressHandler(logging.Handler):
         self.report = report
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("spectab.server"):
+            return  # the server's own lines go to its log only
         try:
             self.report(record.getMessage())
         except Exception:  # progress is best effort; never break a load over it
@@ -41,13 +44,14 @@ class _ProgressHandler(logging.Handler):
 
 class ModelHost:
     def __init__(self):
-        self.completer = None  # engine.completer.Completer once loaded
+        self.backend: Backend | None = None
         self.status = LoadState()
         self._lock = threading.Lock()
+        self.on_lost: Callable[[str], None] = lambda message: None
 
     @property
     def ready(self) -> bool:
-        return self.completer is not None and self.status.state == "ready"
+        return self.backend is not None and self.status.state == "ready"
 
     def begin(self) -> int:
         """Say `loading` from now on (before the load starts, so no status request can see the
@@ -63,36 +67,34 @@ class ModelHost:
                          name=f"spectab-load-{generation}", daemon=True).start()
 
     def _load(self, settings: Settings, generation: int, on_progress, on_done) -> None:
+        from .backends.choose import open_backend
+
         handler = _ProgressHandler(on_progress)
         engine_log = logging.getLogger("spectab")
         engine_log.addHandler(handler)
         try:
-            # imported here, not at the top: torch and transformers take seconds to import, and
-            # `initialize` must be answered at once
-            from engine.completer import Completer, EngineOptions
-            from engine.devices import set_threads
-
-            set_threads(settings.threads)
-            options = EngineOptions(context_tokens=settings.contextTokens)
-            completer = Completer.open(settings.profile, settings.target, settings.draft, settings.device,
-                                       settings.dtype, fim=None if settings.fim == "auto" else settings.fim, options=options,
-                                       quant=settings.quant)
+            backend = open_backend(settings, on_progress)
             error = ""
         except SpectabError as err:
-            completer, error = None, str(err)
+            backend, error = None, str(err)
         except Exception as err:  # a bug or a library failure: still one line for the user
             log.exception("model load failed")
-            completer, error = None, f"{type(err).__name__}: {first_line(err)}"
+            backend, error = None, f"{type(err).__name__}: {first_line(err)}"
         finally:
             engine_log.removeHandler(handler)
         with self._lock:
             if generation != self.status.generation:
-                return  # a newer load started meanwhile: its result counts, not this one
-            if completer is not None:
-                self.completer = completer
-                self.status = LoadState("ready", "", generation)
-            else:
-                self.completer = None
-                self.status = LoadState("error", error, generation)
+                if backend is not None:
+                    backend.close()  # a newer load started meanwhile: its result counts, not this one
+                return
+            old, self.backend = self.backend, backend
+            self.status = LoadState("ready", "", generation) if backend is not None else LoadState("error", error, generation)
             state = self.status
+        if old is not None and old is not backend:
+            old.close()
         on_done(state)
+
+    def close(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.close()

@@ -79,7 +79,7 @@ class SpectabServer(LanguageServer):
         super().__init__("spectab", VERSION, protocol_cls=Protocol, converter_factory=converter)
         self.settings = defaults
         self.host = ModelHost()
-        self.service = CompletionService(self.host)
+        self.service = CompletionService(self.host, self.tell)
         self._told: set[str] = set()  # messages already shown: each problem is said once
         self.shutdown_requested = False
 
@@ -126,21 +126,29 @@ class SpectabServer(LanguageServer):
         if state.state == "error":
             self.tell(f"no model loaded: {state.error}", types.MessageType.Error)
         else:
-            c = self.host.completer
-            log.info("ready: %s (draft %s) on %s", c.target_info.name, c.draft_name, c.device)
+            log.info("ready: %s", self.host.backend.describe())
 
-    def status(self) -> dict[str, Any]:
-        c = self.host.completer
-        return {
+    def status(self, uri: str | None = None) -> dict[str, Any]:
+        """The server's state; with `uri`, also the KV lane that document's generations use."""
+        b = self.host.backend if self.host.ready else None
+        where = b.describe() if b else {}
+        out = {
             "state": self.host.status.state,
             "error": self.host.status.error or None,
-            "profile": c.profile if c else None,
-            "target": c.target_info.name if c else None,
-            "draft": c.draft_name if c else None,
-            "device": str(c.device) if c else None,
-            "quant": c.quant if c else None,
+            "engine": where.get("engine", self.settings.engine if self.settings.engine in ("shared", "inprocess") else "remote"),
+            "enginePid": where.get("pid"),
+            "engineKey": where.get("key"),
+            "engineUrl": where.get("url"),
+            "profile": where.get("profile"),
+            "target": where.get("target") or where.get("model"),
+            "draft": where.get("draft"),
+            "device": where.get("device"),
+            "quant": where.get("quant"),
             **self.service.stats.as_dict(),
         }
+        if uri is not None:
+            out["lane"] = self.service.lanes.get(uri)
+        return out
 
     # -- completion ----------------------------------------------------------------------------
     async def suggest(self, uri: str, position: types.Position, explicit: bool):
@@ -212,9 +220,7 @@ def build(defaults: Settings) -> SpectabServer:
         for p in problems:
             ls.tell(p)
         if ls.settings.threads != old.threads and ls.host.ready:
-            from engine.devices import set_threads  # torch is loaded: a model is
-
-            set_threads(ls.settings.threads)
+            ls.host.backend.set_threads(ls.settings.threads)
         if model_changed(old, ls.settings) or ls.host.status.state == "error":
             await ls.start_loading()
 
@@ -269,12 +275,16 @@ def build(defaults: Settings) -> SpectabServer:
 
     @server.feature(STATUS_METHOD)
     def status(ls: SpectabServer, params: Any) -> dict:
-        return ls.status()
+        # {"uri": ...} or {"textDocument": {"uri": ...}}: that document's lane too
+        doc = _field(params, "textDocument")
+        uri = _field(params, "uri") or _field(doc, "uri")
+        return ls.status(uri if isinstance(uri, str) else None)
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: SpectabServer, params: Any) -> None:
         ls.shutdown_requested = True
         ls.service.shutdown()
+        ls.host.close()
 
     @server.feature(types.EXIT)
     def exit_now(ls: SpectabServer, params: Any) -> None:
@@ -284,6 +294,15 @@ def build(defaults: Settings) -> SpectabServer:
         os._exit(0 if ls.shutdown_requested else 1)
 
     return server
+
+
+def _field(params: Any, name: str) -> Any:
+    """A field of a custom request's params, which pygls hands over as a dict or an object."""
+    if params is None:
+        return None
+    if isinstance(params, dict):
+        return params.get(name)
+    return getattr(params, name, None)
 
 
 def _word_before(line_prefix: str) -> str:

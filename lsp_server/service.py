@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .backends.base import BackendError, GenerationRequest
 from .context import Cursor, cursor_at
 from .model_host import ModelHost
 from .postprocess import cut_block, finish, safe_partial
@@ -40,6 +41,7 @@ class Stats:
     draft_accepted: int = 0
     last_latency_ms: float | None = None
     last_stop: str | None = None
+    backend_errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -52,6 +54,7 @@ class Stats:
             "acceptedSuggestions": self.accepted,
             "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 1),
             "lastStopReason": self.last_stop,
+            "backendErrors": self.backend_errors,
             "acceptanceRate": round(self.draft_accepted / self.draft_proposed, 4) if self.draft_proposed else None,
             "prefixCacheHitRate": round(self.reused_prompt_tokens / self.prompt_tokens, 4) if self.prompt_tokens else None,
         }
@@ -74,9 +77,12 @@ class Answer:
 
 
 class CompletionService:
-    def __init__(self, host: ModelHost):
+    def __init__(self, host: ModelHost, tell=lambda message: None):
+        """`tell(message)` shows a backend failure to the user (once per message; on the event loop)."""
         self.host = host
+        self.tell = tell
         self.stats = Stats()
+        self.lanes: dict[str, str | None] = {}  # document -> the KV lane its last generation used
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectab-generate")
         self._ids = itertools.count(1)
         self._inflight: dict[str, tuple[int, threading.Event, asyncio.Event]] = {}
@@ -84,7 +90,11 @@ class CompletionService:
 
     def forget(self, uri: str) -> None:
         self._shown.pop(uri, None)
+        self.lanes.pop(uri, None)
         self._supersede(uri)
+        backend = self.host.backend
+        if backend is not None:
+            self._worker.submit(backend.forget, uri)  # after a generation in flight, never during
 
     def shutdown(self) -> None:
         for uri in list(self._inflight):
@@ -106,8 +116,8 @@ class CompletionService:
             if reused is not None:
                 self.stats.typed_ahead += 1
                 return self._answer(Answer(reused, cur, "typed-ahead"), arrived)
-            completer = self.host.completer if self.host.ready else None
-            if completer is None:
+            backend = self.host.backend if self.host.ready else None
+            if backend is None:
                 return self._answer(Answer("", cur), arrived)
             if not explicit and settings.debounceMs:
                 try:
@@ -119,7 +129,7 @@ class CompletionService:
                 return self._answer(Answer(""), arrived)
             deadline = arrived + settings.deadlineMs / 1000
             loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self._worker, self._generate, completer, cur, multiline, settings, cancel, deadline)
+            job = loop.run_in_executor(self._worker, self._generate, backend, uri, cur, multiline, settings, cancel, deadline)
             gate = asyncio.ensure_future(superseded.wait())
             try:
                 await asyncio.wait({job, gate}, return_when=asyncio.FIRST_COMPLETED)
@@ -128,7 +138,14 @@ class CompletionService:
             if cancel.is_set() or not job.done():
                 self.stats.superseded += 1
                 return self._answer(Answer(""), arrived)
-            suggestion = job.result()
+            try:
+                suggestion = job.result()
+            except BackendError as err:
+                # the engine or server failed (gone, unreachable, refused): empty, said once
+                self.stats.backend_errors += 1
+                self.stats.last_stop = "error"
+                self.tell(str(err))
+                return self._answer(Answer("", cur), arrived)
             if suggestion:
                 self._shown[uri] = _Shown(text[:offset], text[offset:], suggestion, multiline)
             return self._answer(Answer(suggestion, cur), arrived)
@@ -157,11 +174,9 @@ class CompletionService:
             return shown.text[len(typed):]
         return None
 
-    def _generate(self, completer, cur: Cursor, multiline: bool, settings: Settings,
+    def _generate(self, backend, uri: str, cur: Cursor, multiline: bool, settings: Settings,
                   cancel: threading.Event, deadline: float) -> str:
         """On the worker thread: generate, stopping early once the block is complete."""
-        from engine.sampling import SamplingParams  # torch: imported once the model has loaded
-
         if cancel.is_set():
             return ""  # superseded while waiting for the worker: no work
         self.stats.generations += 1
@@ -179,20 +194,18 @@ class CompletionService:
             if whole_lines and len(cut_block(whole_lines, cur)) < len(whole_lines.rstrip("\n")):
                 block_done.set()
 
-        result = completer.complete(
-            cur.prefix, cur.suffix, settings.maxNewTokens, SamplingParams(settings.temperature),
-            single_line=not multiline, deadline=deadline,
-            cancelled=lambda: cancel.is_set() or block_done.is_set(), on_text=watch,
-        )
-        s = result.stats
+        request = GenerationRequest(uri, cur.prefix, cur.suffix, settings.maxNewTokens, settings.temperature,
+                                    single_line=not multiline, deadline=deadline)
+        s = backend.generate(request, lambda: cancel.is_set() or block_done.is_set(), watch)
         self.stats.last_stop = "block end" if block_done.is_set() else s.stop_reason
         self.stats.prompt_tokens += s.prompt_tokens
         self.stats.reused_prompt_tokens += s.reused_prompt_tokens
         self.stats.draft_proposed += s.draft_proposed
         self.stats.draft_accepted += s.draft_accepted
+        self.lanes[uri] = s.lane
         if cancel.is_set():
             return ""
-        text = result.text
+        text = s.text
         if s.stop_reason == "deadline":
             text = safe_partial(text, multiline)
         return finish(text, cur, multiline)

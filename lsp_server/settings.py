@@ -10,9 +10,21 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from engine.choices import QUANT_MODES
+from engine.errors import SpectabError
 from engine.prompts import FIM_MODES
 
 MULTILINE = ("auto", "always", "never")
+ENGINE_APIS = ("openai", "infill")
+
+
+def _engine_ok(value: str) -> bool:
+    from .backends.choose import check_engine
+
+    try:
+        check_engine(value)
+        return True
+    except SpectabError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,19 @@ class Settings:
     """Weights: auto (on the CPU, a GGUF's own int4/int8 precision, the rest int8), none, int8, int4."""
     threads: int = 0
     """CPU threads for the models; 0 = the physical cores."""
+    engine: str = "shared"
+    """shared: one engine process for all your editors (started when absent); inprocess: the models
+    load in this server; an http(s) URL: a remote server (see engineApi)."""
+    engineApi: str = "openai"
+    """For a URL engine: openai (/v1/completions) or infill (llama.cpp's /infill)."""
+    engineModel: str = ""
+    """For a URL engine: the model name to ask for; empty = the server's first (/v1/models)."""
+    engineApiKeyEnv: str = ""
+    """For a URL engine: the name of the environment variable that holds the API key."""
+    kvLanes: int = 0
+    """KV caches kept, one per document; 0 = as many as fit in half the free memory (1..16)."""
+    idleMinutes: float = 30
+    """A shared engine started by this server exits after this long with no editor connected."""
 
 
 # key -> (type check, value check, what a valid value is)
@@ -66,8 +91,15 @@ _RULES: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "fim": (str, lambda v: v in FIM_MODES, ", ".join(FIM_MODES)),
     "quant": (str, lambda v: v in QUANT_MODES, ", ".join(QUANT_MODES)),
     "threads": (int, lambda v: 0 <= v <= 256, "0 (the physical cores) or an integer 1..256"),
+    "engine": (str, _engine_ok, "shared, inprocess or an http(s):// URL"),
+    "engineApi": (str, lambda v: v in ENGINE_APIS, " or ".join(ENGINE_APIS)),
+    "engineModel": (str, lambda v: True, "a model name"),
+    "engineApiKeyEnv": (str, lambda v: v == "" or v.replace("_", "a").isalnum(), "the name of an environment variable"),
+    "kvLanes": (int, lambda v: 0 <= v <= 256, "0 (automatic) or an integer 1..256"),
+    "idleMinutes": ((int, float), lambda v: 0 <= v <= 10080, "a number of minutes 0..10080 (0 = never exit)"),
 }
-MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim", "quant")
+MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim", "quant",
+              "engine", "engineApi", "engineModel", "engineApiKeyEnv", "kvLanes")
 """Changing one of these means building a new engine; the others apply to the next request."""
 
 
@@ -99,7 +131,7 @@ def apply(base: Settings, section: dict) -> tuple[Settings, list[str]]:
             value = tuple(value)
         if key == "profile" and value == "auto":
             value = None
-        if key == "temperature":
+        if key in ("temperature", "idleMinutes"):
             value = float(value)
         changes[key] = value
     return replace(base, **changes), problems

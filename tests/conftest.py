@@ -24,9 +24,29 @@ def isolated_caches(tmp_path_factory):
     and no test can reach a model hub."""
     root = tmp_path_factory.mktemp("caches")
     os.environ["SPECTAB_CACHE_DIR"] = str(root / "spectab")
+    # shared engines that the servers under test start live (and are stopped) here, not beside the user's
+    os.environ["SPECTAB_RUNTIME_DIR"] = str(root / "runtime")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     yield root
+    stop_engines()
+
+
+def stop_engines() -> None:
+    """Stop every shared engine under this run's runtime dir, and wait until each has gone."""
+    import time
+
+    from engine.service.cli import ask
+    from engine.service.wire import addresses
+
+    for address in addresses():
+        info = address.read_info() or {}
+        ask(address, "stop", timeout=5)
+        pid = info.get("pid")
+        for _ in range(100):
+            if not pid or not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
