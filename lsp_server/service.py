@@ -56,6 +56,8 @@ class Stats:
             "lastStopReason": self.last_stop,
             "backendErrors": self.backend_errors,
             "acceptanceRate": round(self.draft_accepted / self.draft_proposed, 4) if self.draft_proposed else None,
+            "promptTokens": self.prompt_tokens,
+            "reusedPromptTokens": self.reused_prompt_tokens,
             "prefixCacheHitRate": round(self.reused_prompt_tokens / self.prompt_tokens, 4) if self.prompt_tokens else None,
         }
 

@@ -94,6 +94,57 @@ reloads the model."
 nil: the server's default (0).  Applies without reloading the model."
   :type '(choice (const :tag "Server default" nil) integer))
 
+(defcustom spectab-dtype nil
+  "Model precision: \"auto\", \"float32\", \"bfloat16\" or \"float16\".
+nil: the server's default (auto)."
+  :type '(choice (const :tag "Server default" nil)
+                 (const "auto") (const "float32") (const "bfloat16") (const "float16")))
+
+(defcustom spectab-fim nil
+  "Infilling prompt format: \"auto\", \"psm\", \"spm\" or \"none\".
+nil: the server's default (auto)."
+  :type '(choice (const :tag "Server default" nil)
+                 (const "auto") (const "psm") (const "spm") (const "none")))
+
+(defcustom spectab-engine nil
+  "Where the models run: \"shared\", \"inprocess\" or an http(s):// URL.
+shared: one engine process for all your editors (started when absent);
+inprocess: the models load inside this editor's server; a URL: a remote
+server (see `spectab-engine-api').  nil: the server's default (shared).
+Changing it reloads."
+  :type '(choice (const :tag "Server default" nil)
+                 (const "shared") (const "inprocess") (string :tag "URL")))
+
+(defcustom spectab-engine-api nil
+  "For a URL `spectab-engine': \"openai\" or \"infill\".
+openai: an OpenAI-compatible /v1/completions server (vLLM, SGLang, TGI,
+llama-server, llama-cpp-python); infill: llama.cpp's /infill.
+nil: the server's default (openai)."
+  :type '(choice (const :tag "Server default" nil) (const "openai") (const "infill")))
+
+(defcustom spectab-engine-model nil
+  "For a URL `spectab-engine': the model name to ask for.
+Empty: the server's first (/v1/models).  nil: the server's default (empty)."
+  :type '(choice (const :tag "Server default" nil) string))
+
+(defcustom spectab-engine-api-key-env nil
+  "For a URL `spectab-engine': the NAME of the variable with the API key.
+That is an environment variable; the key itself is never put in
+settings.  nil: the server's default (none)."
+  :type '(choice (const :tag "Server default" nil) string))
+
+(defcustom spectab-kv-lanes nil
+  "KV caches kept, one per document (0..256).
+0 means as many as fit in half the free memory (1..16).
+nil: the server's default (0)."
+  :type '(choice (const :tag "Server default" nil) integer))
+
+(defcustom spectab-idle-minutes nil
+  "Minutes before a shared engine started by this editor exits, unused.
+Unused: no editor connected.  0 means never (0..10080).
+nil: the server's default (30)."
+  :type '(choice (const :tag "Server default" nil) number))
+
 (defcustom spectab-max-new-tokens nil
   "Most tokens in one suggestion (1..512).  nil: the server's default (64)."
   :type '(choice (const :tag "Server default" nil) integer))
@@ -132,8 +183,16 @@ nil: the server's default (auto: only when the rest of the line is empty)."
     (:target . spectab-target)
     (:draft . spectab-draft)
     (:device . spectab-device)
+    (:dtype . spectab-dtype)
+    (:fim . spectab-fim)
     (:quant . spectab-quant)
     (:threads . spectab-threads)
+    (:engine . spectab-engine)
+    (:engineApi . spectab-engine-api)
+    (:engineModel . spectab-engine-model)
+    (:engineApiKeyEnv . spectab-engine-api-key-env)
+    (:kvLanes . spectab-kv-lanes)
+    (:idleMinutes . spectab-idle-minutes)
     (:maxNewTokens . spectab-max-new-tokens)
     (:temperature . spectab-temperature)
     (:debounceMs . spectab-debounce-ms)
@@ -598,6 +657,14 @@ Eglot itself does not run a completion item's command."
        (format " — %s (draft %s) on %s" (plist-get status :target)
                (plist-get status :draft) (plist-get status :device)))
      (when (equal state "error") (format ": %s" (plist-get status :error)))
+     (when-let ((engine (plist-get status :engine)))
+       (format "; engine %s%s%s" engine
+               (cond ((and (equal engine "remote") (plist-get status :engineUrl))
+                      (format " %s" (plist-get status :engineUrl)))
+                     ((plist-get status :enginePid)
+                      (format " (pid %s)" (plist-get status :enginePid)))
+                     (t ""))
+               (if (plist-get status :lane) (format ", lane %s" (plist-get status :lane)) "")))
      (format "; %s requests, %s generations, %s accepted"
              (plist-get status :requests) (plist-get status :generations)
              (plist-get status :acceptedSuggestions))
@@ -609,7 +676,10 @@ Returns the status as a plist."
   (interactive "P")
   (let* ((server (or (spectab--server)
                      (user-error "No spectab server manages this buffer (see `spectab-eglot-setup')")))
-         (status (jsonrpc-request server :spectab/status (make-hash-table) :timeout 10)))
+         ;; with this buffer's uri the answer says which KV lane it uses
+         (status (jsonrpc-request server :spectab/status
+                                  (if buffer-file-name (eglot--TextDocumentIdentifier) (make-hash-table))
+                                  :timeout 10)))
     (spectab--set-state server (plist-get status :state))
     (if full
         (with-help-window "*spectab status*"

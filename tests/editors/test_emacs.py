@@ -128,12 +128,23 @@ def test_capf_check_fails_when_the_server_answers_otherwise(emacs, smollm2_gguf,
 
 def test_defcustoms_become_the_servers_settings(emacs):
     """Every server setting has its defcustom; the JSON sent is what the server's parser takes."""
+    from dataclasses import fields
+
     from lsp_server.settings import Settings, apply
+
+    r = subprocess.run([emacs, "--batch", "-L", str(CLIENT_DIR), "--eval",
+                        "(progn (require 'spectab) (princ (json-encode (mapcar (lambda (kv) (substring (symbol-name (car kv)) 1))"
+                        " spectab--setting-variables))))"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)) == sorted(f.name for f in fields(Settings)), "spectab--setting-variables vs Settings"
 
     values = {"spectab-profile": "smollm2-135m", "spectab-target": "/models/t.gguf", "spectab-draft": "ngram",
               "spectab-device": "cpu", "spectab-max-new-tokens": 16, "spectab-temperature": 0.2,
               "spectab-debounce-ms": 0, "spectab-deadline-ms": 900, "spectab-multiline": "never",
-              "spectab-context-tokens": 512, "spectab-languages": ["python", "c"]}
+              "spectab-context-tokens": 512, "spectab-languages": ["python", "c"],
+              "spectab-engine": "http://127.0.0.1:8000", "spectab-engine-api": "infill",
+              "spectab-engine-model": "codellama", "spectab-engine-api-key-env": "SPECTAB_KEY",
+              "spectab-kv-lanes": 4, "spectab-idle-minutes": 0.5}
     def elisp(v):
         return "'(" + " ".join(map(elisp, v)) + ")" if isinstance(v, list) else json.dumps(v)
 
@@ -144,9 +155,12 @@ def test_defcustoms_become_the_servers_settings(emacs):
     sent = json.loads(r.stdout)
     assert sent == {"profile": "smollm2-135m", "target": "/models/t.gguf", "draft": "ngram", "device": "cpu",
                     "maxNewTokens": 16, "temperature": 0.2, "debounceMs": 0, "deadlineMs": 900, "multiline": "never",
-                    "contextTokens": 512, "languages": ["python", "c"]}
+                    "contextTokens": 512, "languages": ["python", "c"],
+                    "engine": "http://127.0.0.1:8000", "engineApi": "infill", "engineModel": "codellama",
+                    "engineApiKeyEnv": "SPECTAB_KEY", "kvLanes": 4, "idleMinutes": 0.5}
     settings, problems = apply(Settings(), sent)
     assert problems == [] and settings.maxNewTokens == 16 and settings.languages == ("python", "c")
+    assert settings.engine == "http://127.0.0.1:8000" and settings.kvLanes == 4 and settings.idleMinutes == 0.5
     # left at nil, nothing is sent: the server keeps its defaults
     r = subprocess.run([emacs, "--batch", "-L", str(CLIENT_DIR), "--eval",
                         "(progn (require 'spectab) (princ (json-encode (spectab--initialization-options))))"],

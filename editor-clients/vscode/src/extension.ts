@@ -241,7 +241,10 @@ async function refresh(): Promise<void> {
     return;
   }
   try {
-    lastStatus = await current.sendRequest<ServerStatus>(STATUS_METHOD, {});
+    // with the active document's uri the answer says which KV lane it uses
+    const doc = vscode.window.activeTextEditor?.document;
+    const params = doc ? { uri: current.code2ProtocolConverter.asUri(doc.uri) } : {};
+    lastStatus = await current.sendRequest<ServerStatus>(STATUS_METHOD, params);
   } catch (err) {
     if (client === current) {
       // a restart in between makes the old client's request fail: not worth a line

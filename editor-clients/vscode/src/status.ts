@@ -14,6 +14,12 @@ export interface ServerStatus {
   lastStopReason?: string | null;
   acceptanceRate?: number | null;
   prefixCacheHitRate?: number | null;
+  engine?: "shared" | "inprocess" | "remote" | string;
+  enginePid?: number | null;
+  engineUrl?: string | null;
+  engineKey?: string | null;
+  /** the KV lane of the document whose uri the request sent */
+  lane?: number | null;
 }
 
 export interface StatusView {
@@ -25,6 +31,17 @@ export interface StatusView {
 
 function percent(rate: number | null | undefined): string {
   return typeof rate === "number" && isFinite(rate) ? `${Math.round(rate * 100)}%` : "n/a";
+}
+
+/** e.g. `engine shared (pid 4242), lane 1`, `engine remote http://gpu:8000`; "" when the server did not say. */
+export function engineText(status: ServerStatus): string {
+  if (!status.engine) {
+    return "";
+  }
+  const where = status.engine === "remote" ? (status.engineUrl ? ` ${status.engineUrl}` : "")
+    : typeof status.enginePid === "number" ? ` (pid ${status.enginePid})` : "";
+  const lane = typeof status.lane === "number" ? `, lane ${status.lane}` : "";
+  return `engine ${status.engine}${where}${lane}`;
 }
 
 /** `status` is undefined while the server is starting (or cannot be asked). */
@@ -52,10 +69,11 @@ export function formatStatus(status: ServerStatus | undefined, enabled: boolean,
   const lines = [
     `spectab: ready${off}`,
     `model ${model || "unknown"}`,
+    engineText(status),
     `last latency ${latency || "n/a"}${status.lastStopReason ? ` (${status.lastStopReason})` : ""}`,
     `draft acceptance ${percent(status.acceptanceRate)}`,
     `accepted suggestions ${status.acceptedSuggestions ?? 0}`,
-  ];
+  ].filter(Boolean);
   return {
     text: `${icon} spectab${latency ? ` ${latency}` : ""}`,
     tooltip: lines.join("\n"),

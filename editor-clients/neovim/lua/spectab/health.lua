@@ -52,20 +52,28 @@ function M.check()
     h.info('not running (it starts when you open a file of a configured filetype)')
   else
     local res
+    local params = require('spectab.status').params(client)
     if vim.fn.has('nvim-0.11') == 1 then
-      res = client:request_sync('spectab/status', vim.empty_dict(), 3000)
+      res = client:request_sync('spectab/status', params, 3000)
     else
-      res = client.request_sync('spectab/status', vim.empty_dict(), 3000)
+      res = client.request_sync('spectab/status', params, 3000)
     end
     local status = res and res.result
     if not status then
       h.warn('the server did not answer spectab/status in 3 s' .. (res and res.err and (': ' .. res.err.message) or ''))
     elseif status.state == 'ready' then
-      h.ok(('ready: %s (draft %s) on %s'):format(tostring(status.target), tostring(status.draft), tostring(status.device)))
+      local function str(v)
+        return (v == nil or v == vim.NIL) and '-' or tostring(v)
+      end
+      h.ok(('ready: %s (draft %s) on %s'):format(str(status.target), str(status.draft), str(status.device)))
     elseif status.state == 'loading' then
       h.info('loading the model: ' .. (require('spectab.status').state.message or ''))
     else
-      h.error('the model failed to load: ' .. tostring(status.error), 'fix the setting (profile, target, draft, device, quant) with require(\'spectab\').set({...}); see the log')
+      h.error('the model failed to load: ' .. tostring(status.error), 'fix the setting (profile, target, draft, device, quant, engine) with require(\'spectab\').set({...}); see the log')
+    end
+    local engine = status and require('spectab.status').engine(status)
+    if engine then
+      h.info('engine: ' .. engine)
     end
   end
   h.info('server log: ' .. lsp.log_path())

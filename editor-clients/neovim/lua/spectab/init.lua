@@ -12,6 +12,7 @@ local M = {}
 M.server_keys = {
   'profile', 'target', 'draft', 'device', 'maxNewTokens', 'temperature', 'debounceMs',
   'deadlineMs', 'multiline', 'contextTokens', 'languages', 'fim', 'dtype', 'quant', 'threads',
+  'engine', 'engineApi', 'engineModel', 'engineApiKeyEnv', 'kvLanes', 'idleMinutes',
 }
 
 local defaults = {

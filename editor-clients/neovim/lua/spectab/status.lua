@@ -34,6 +34,34 @@ function M.exited(code)
   M.state.server = nil
 end
 
+--- The `spectab/status` params: the uri of the current buffer (else the alternate one) when
+--- `client` has it open, so the answer says which KV lane it uses.
+function M.params(client)
+  for _, buf in ipairs({ vim.api.nvim_get_current_buf(), vim.fn.bufnr('#') }) do
+    if buf > 0 and client.attached_buffers[buf] then
+      return { uri = vim.uri_from_bufnr(buf) }
+    end
+  end
+  return vim.empty_dict()
+end
+
+--- e.g. `shared (pid 4242), lane 1` or `remote http://gpu:8000`; nil when the server did not say.
+function M.engine(server)
+  local function set(v)
+    return v ~= nil and v ~= vim.NIL
+  end
+  if not server or not set(server.engine) then
+    return nil
+  end
+  local where = ''
+  if server.engine == 'remote' and set(server.engineUrl) then
+    where = ' ' .. server.engineUrl
+  elseif set(server.enginePid) then
+    where = (' (pid %s)'):format(server.enginePid)
+  end
+  return server.engine .. where .. (set(server.lane) and (', lane ' .. tostring(server.lane)) or '')
+end
+
 --- Ask the server for `spectab/status`; `done(status_or_nil, err)` when it answers.
 function M.refresh(done)
   local client = lsp.clients()[1]
@@ -44,7 +72,7 @@ function M.refresh(done)
     return
   end
   in_flight = true
-  lsp.request(client, 'spectab/status', vim.empty_dict(), function(err, result)
+  lsp.request(client, 'spectab/status', M.params(client), function(err, result)
     in_flight = false
     M.state.updated = uv.now()
     if result then
@@ -122,7 +150,8 @@ function M.statusline()
 end
 
 local order = {
-  'state', 'error', 'profile', 'target', 'draft', 'device', 'requests', 'generations', 'typedAhead',
+  'state', 'error', 'profile', 'target', 'draft', 'device', 'engine', 'enginePid', 'engineUrl', 'engineKey',
+  'lane', 'requests', 'generations', 'typedAhead',
   'superseded', 'empty', 'acceptedSuggestions', 'lastLatencyMs', 'lastStopReason', 'acceptanceRate',
   'prefixCacheHitRate',
 }

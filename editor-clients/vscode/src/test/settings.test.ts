@@ -11,6 +11,8 @@ test("every server key is sent under its own name, nothing else", () => {
     threads: 4, fim: "psm",
     maxNewTokens: 32, temperature: 0.5, debounceMs: 10, deadlineMs: 900, multiline: "never",
     contextTokens: 512, languages: ["python"],
+    engine: "http://127.0.0.1:8000", engineApi: "infill", engineModel: "codellama", engineApiKeyEnv: "SPECTAB_KEY",
+    kvLanes: 4, idleMinutes: 0,
   };
   const sent = serverSettings(getter(values));
   assert.deepEqual(Object.keys(sent).sort(), [...SERVER_KEYS].sort());

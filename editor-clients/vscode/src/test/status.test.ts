@@ -18,6 +18,15 @@ test("ready: latency in the text, model, rate and accepted count in the tooltip"
   assert.match(v.tooltip, /accepted suggestions 2/);
 });
 
+test("the engine, its pid or URL, and the document's lane", () => {
+  assert.match(formatStatus({ ...ready, engine: "shared", enginePid: 4242, lane: 1 }, true).tooltip,
+    /\nengine shared \(pid 4242\), lane 1\n/);
+  assert.match(formatStatus({ ...ready, engine: "remote", engineUrl: "http://gpu:8000", enginePid: null, lane: null }, true).tooltip,
+    /\nengine remote http:\/\/gpu:8000\n/);
+  assert.match(formatStatus({ ...ready, engine: "inprocess" }, true).tooltip, /\nengine inprocess\n/);
+  assert.doesNotMatch(formatStatus(ready, true).tooltip, /engine/);
+});
+
 test("ready before any request: no latency, rates n/a", () => {
   const v = formatStatus({ ...ready, lastLatencyMs: null, lastStopReason: null, acceptanceRate: null, acceptedSuggestions: 0 }, true);
   assert.equal(v.text, "$(sparkle) spectab");
