@@ -277,6 +277,7 @@ class EngineProcess:
                     if not _send(channel, {"event": "text", "id": job.id, "text": piece}):
                         job.cancel.set()  # the front is gone: stop at the next round
 
+                started = time.perf_counter()
                 result = self.completer.complete(
                     str(r.get("prefix", "")), str(r.get("suffix", "")), int(r.get("max_new_tokens", 64)),
                     SamplingParams(float(r.get("temperature", 0.0))), single_line=bool(r.get("single_line")),
@@ -286,7 +287,8 @@ class EngineProcess:
                 _send(channel, {"event": "done", "id": job.id, "result": {
                     "text": result.text, "stop_reason": "cancelled" if job.cancel.is_set() else s.stop_reason,
                     "prompt_tokens": s.prompt_tokens, "reused_prompt_tokens": s.reused_prompt_tokens,
-                    "draft_proposed": s.draft_proposed, "draft_accepted": s.draft_accepted, "lane": job.document}})
+                    "draft_proposed": s.draft_proposed, "draft_accepted": s.draft_accepted, "lane": job.document,
+                    "engine_ms": (time.perf_counter() - started) * 1000}})
             except SpectabError as err:
                 _send(channel, {"event": "error", "id": job.id, "message": str(err)})
             except Exception as err:  # a bug: the request fails, the engine keeps serving

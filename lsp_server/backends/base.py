@@ -46,6 +46,9 @@ class GenerationResult:
     draft_accepted: int = 0
     lane: str | None = None
     """The KV lane the engine used (shared and in-process engines)."""
+    engine_ms: float | None = None
+    """The shared engine's own time for this request, from taking it off its queue to its answer:
+    what a request takes beyond it is the socket hop."""
 
     def as_dict(self) -> dict:
         return asdict(self)

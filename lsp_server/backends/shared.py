@@ -150,13 +150,20 @@ class SharedBackend(Backend):
             log.info("connected to the shared engine %s (pid %s)", self.address.key, self._conn.pid)
             return self._conn
 
-    def _connect_or_start(self):
+    def _try_connect(self):
+        """(socket, token) of a running engine, None when nothing listens; BackendError for a
+        socket that must not be used."""
         try:
             return connect(self.address)
         except ConnectionRefusedError:
-            pass
+            return None
         except SpectabError as err:
             raise BackendError(str(err)) from None
+
+    def _connect_or_start(self):
+        found = self._try_connect()
+        if found is not None:
+            return found
         argv = engine_command(self.settings, self.kv_lanes, self.idle_minutes)
         log.info("starting the shared engine: %s", " ".join(argv))
         logs = _log_dir()
@@ -169,12 +176,9 @@ class SharedBackend(Backend):
         threading.Thread(target=proc.wait, name="spectab-engine-reaper", daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            try:
-                return connect(self.address)
-            except ConnectionRefusedError:
-                pass
-            except SpectabError as err:
-                raise BackendError(str(err)) from None
+            found = self._try_connect()
+            if found is not None:
+                return found
             code = proc.poll()
             if code not in (None, 0):
                 raise BackendError(f"the shared engine failed to start (exit {code}); see {logs / 'engine-start.log'}")
@@ -238,7 +242,7 @@ class SharedBackend(Backend):
                     return GenerationResult(
                         r.get("text", ""), r.get("stop_reason", ""), r.get("prompt_tokens", 0),
                         r.get("reused_prompt_tokens", 0), r.get("draft_proposed", 0), r.get("draft_accepted", 0),
-                        r.get("lane"))
+                        r.get("lane"), r.get("engine_ms"))
                 elif event == "error":
                     raise BackendError(str(message.get("message", "the engine failed this request")))
         except OSError:
