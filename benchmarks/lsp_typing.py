@@ -37,11 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=6, help="lines typed per source file")
     ap.add_argument("--cps", type=float, default=8.0, help="typing speed, characters per second")
+    ap.add_argument("--engine", default="shared", choices=("shared", "inprocess"),
+                    help="the models in the shared engine (the default) or in the server itself")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as logs:
         client = LspClient(env={"SPECTAB_LOG_DIR": logs})
-        client.initialize({"profile": "smollm2-135m", "maxNewTokens": 32})
+        client.initialize({"profile": "smollm2-135m", "maxNewTokens": 32, "engine": args.engine})
         assert client.wait_ready()["state"] == "ready", "the offline profile did not load"
         auto_empty, auto_shown, explicit = [], [], []
         pending: dict[int, float] = {}
@@ -85,9 +87,9 @@ def main() -> None:
     notes = (f"Typed-ahead reuse served {status['typedAhead']} of {requests} requests ({status['typedAhead'] / requests:.1%}); "
              f"{status['generations']} generations ran; prefix-cache hit rate {status['prefixCacheHitRate']:.1%} of prompt tokens; "
              f"draft acceptance {status['acceptanceRate']}. SmolLM2-135M-Instruct, prompt lookup, CPU, "
-             f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines.")
-    command = f"python benchmarks/lsp_typing.py --lines {args.lines} --cps {args.cps:g}"
-    write_results("lsp_typing", command, {"status": status, "automatic_empty_ms": auto_empty,
+             f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines, engine {args.engine}.")
+    command = f"python benchmarks/lsp_typing.py --lines {args.lines} --cps {args.cps:g} --engine {args.engine}"
+    write_results("lsp_typing" if args.engine == "shared" else f"lsp_typing_{args.engine}", command, {"status": status, "automatic_empty_ms": auto_empty,
                                           "automatic_shown_ms": auto_shown, "explicit_ms": explicit},
                   rows, ["requests", "count", "p50 ms", "p95 ms"], notes)
 

@@ -220,11 +220,18 @@ class SharedBackend(Backend):
             conn.channel.send({"op": "generate", "id": request_id, "request": body})
             pieces: list[str] = []
             give_up = None if request.deadline is None else request.deadline + ANSWER_GRACE_S
+            cancel_sent = False
             while True:
-                if cancelled():
+                if not cancel_sent and cancelled():
+                    # the engine stops at its next round; until it has, this front's worker stays
+                    # busy (as with an in-process engine), so the requests that supersede each
+                    # other meanwhile never reach the engine and cost it no prefill
                     _quiet_send(conn, {"op": "cancel", "id": request_id})
-                    return GenerationResult("".join(pieces), "cancelled")
+                    cancel_sent = True
+                    give_up = time.monotonic() + ANSWER_GRACE_S
                 if give_up is not None and time.monotonic() > give_up:
+                    if cancel_sent:
+                        return GenerationResult("".join(pieces), "cancelled")
                     _quiet_send(conn, {"op": "cancel", "id": request_id})
                     raise BackendError(f"the shared engine (pid {conn.pid}) gave no answer in time")
                 try:
@@ -240,7 +247,7 @@ class SharedBackend(Backend):
                 elif event == "done":
                     r = message.get("result") or {}
                     return GenerationResult(
-                        r.get("text", ""), r.get("stop_reason", ""), r.get("prompt_tokens", 0),
+                        r.get("text", ""), "cancelled" if cancel_sent else r.get("stop_reason", ""), r.get("prompt_tokens", 0),
                         r.get("reused_prompt_tokens", 0), r.get("draft_proposed", 0), r.get("draft_accepted", 0),
                         r.get("lane"), r.get("engine_ms"))
                 elif event == "error":
