@@ -14,7 +14,6 @@ prefix-cache hit rate (prompt tokens whose KV cache was reused).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

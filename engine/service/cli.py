@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import stat
-import sys
 from pathlib import Path
 
 from ..errors import SpectabError
@@ -77,8 +76,6 @@ def run_engine(args) -> int:
     _log_to_file(args.log_file)
     settings = settings_from_args(args)
     address = Address(runtime_dir(), engine_key(settings))
-    if listen:
-        print(f"spectab engine: listening on {listen[0]}:{listen[1]} too (token from {args.token_file})", file=sys.stderr)
     return EngineProcess(address, settings, args.kv_lanes, args.idle_minutes, args.threads, listen, args.token_file).run()
 
 

@@ -85,7 +85,10 @@ class EngineProcess:
         threading.Thread(target=self._work, name="spectab-engine-generate", daemon=True).start()
         while not self._stop.wait(0.5):
             if self._idle_expired():
-                log.info("no editor connected for %s minutes: exiting", self.idle_minutes)
+                if self.state == "error":
+                    log.info("the models failed to load and no editor is connected: exiting")
+                else:
+                    log.info("no editor connected for %s minutes: exiting", self.idle_minutes)
                 break
         log.info("engine stopping")
         self.scheduler.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.errors import SpectabError
-
 from .base import Backend
 
 ENGINE_KINDS = ("shared", "inprocess")
