@@ -340,3 +340,21 @@ def test_bad_engine_settings_are_said_and_the_server_keeps_serving(tiny_models, 
         out = subprocess.run([sys.executable, "-m", "spectab", *argv], cwd=ROOT, capture_output=True, text=True,
                              timeout=60, env=os.environ | {"PYTHONPATH": str(ROOT), "SPECTAB_LOG_DIR": str(tmp_path)})
         assert out.returncode == 2 and needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_relative_model_paths_name_the_same_engine(tmp_path, monkeypatch):
+    """The engine runs in another folder than the front that starts it: a relative model path is
+    passed on absolute, and the key the engine makes from its arguments is the front's."""
+    from lsp_server.backends.shared import engine_command, engine_settings
+    from lsp_server.settings import Settings
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.gguf").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(target="models/m.gguf", draft="none")
+    argv = engine_command(settings, 0, 30)
+    passed = argv[argv.index("--target") + 1]
+    assert passed == str(tmp_path / "models" / "m.gguf")
+    monkeypatch.chdir("/")
+    as_engine = dict(engine_settings(settings), target=passed)
+    assert engine_key(as_engine) == engine_key(engine_settings(Settings(target=str(tmp_path / "models" / "m.gguf"), draft="none")))

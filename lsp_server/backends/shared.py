@@ -41,6 +41,10 @@ def engine_command(settings, kv_lanes: int, idle_minutes: float) -> list[str]:
             "--quant", settings.quant, "--context-tokens", str(settings.contextTokens), "--threads", str(settings.threads),
             "--kv-lanes", str(kv_lanes), "--idle-minutes", str(idle_minutes)]
     for flag, value in (("--profile", settings.profile), ("--target", settings.target), ("--draft", settings.draft)):
+        if value and flag != "--profile" and Path(value).expanduser().exists():
+            # the engine runs in another folder: a relative model path must name the same file there
+            # (and give the same engine key, which is made from absolute paths)
+            value = str(Path(value).expanduser().resolve())
         if value:
             argv += [flag, value]
     if settings.fim != "auto":
