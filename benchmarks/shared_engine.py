@@ -2,7 +2,7 @@
 
 N fronts (`spectab serve`, each driven by its own LSP client over its pipes, on the offline profile:
 SmolLM2-135M with prompt lookup, CPU) type at the same time, each into its own file: one character
-per keystroke at a steady speed, an automatic inline request per keystroke without waiting, and an
+per keystroke at a steady speed (lsp_typing.type_file), an automatic inline request per keystroke without waiting, and an
 explicit request at the end of each line, waited for. The same run is made with `engine: shared`
 (one `spectab engine` process) and `engine: inprocess` (models in every front). Reported per run:
 resident memory of all processes together (fronts + engine) and of the largest front, p50/p95
@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, write_results  # noqa: E402
+from benchmarks.lsp_typing import type_file  # noqa: E402
 from tests.lsp_client import LspClient  # noqa: E402
 
 SOURCES = ("engine/speculative.py", "engine/prompts.py", "lsp_server/service.py", "engine/loading.py")
@@ -76,49 +77,11 @@ def start_fronts(n: int, engine: str, logs: Path, options: dict) -> list[LspClie
     return fronts
 
 
-def type_into(client: LspClient, n: int, lines: int, cps: float, out: dict) -> None:
-    """Type `lines` lines of a source file into document n, as lsp_typing.py does."""
-    src = (ROOT / SOURCES[n % len(SOURCES)]).read_text().split("\n")
-    start = len(src) // 2
-    typed = [l for l in src[start:start + 40] if l.strip()][:lines]
-    uri = f"file:///bench/window{n}.py"
-    client.open(uri, "\n".join(src[:start]) + "\n")
-    row, version, pending = start, 1, {}
-    for line in typed:
-        col = 0
-        for ch in line:
-            version += 1
-            client.change(uri, version, row, col, row, col, ch)
-            col += 1
-            rid = client.request_async("textDocument/inlineCompletion", {
-                "textDocument": {"uri": uri}, "position": {"line": row, "character": col}, "context": {"triggerKind": 2}})
-            pending[rid] = time.perf_counter()
-            time.sleep(1 / cps)
-            _collect(client, pending, out, block=False)
-        _collect(client, pending, out, block=True)
-        t0 = time.perf_counter()
-        client.inline(uri, row, col, trigger=1, timeout=300)
-        out["explicit"].append((time.perf_counter() - t0) * 1000)
-        version += 1
-        client.change(uri, version, row, col, row, col, "\n")
-        row += 1
-
-
-def _collect(client: LspClient, pending: dict[int, float], out: dict, block: bool) -> None:
-    for rid in list(pending):
-        if not block and rid not in client.arrived:
-            continue
-        answer = client.wait(rid, timeout=300)
-        if (answer.get("result") or {}).get("items"):
-            out["shown"].append((client.arrived[rid] - pending.pop(rid)) * 1000)
-        else:
-            pending.pop(rid)
-
-
 def typing_run(n: int, engine: str, args, logs: Path, runtime: Path) -> dict:
     fronts = start_fronts(n, engine, logs, {"maxNewTokens": 32})
-    results = [{"explicit": [], "shown": []} for _ in fronts]
-    threads = [threading.Thread(target=type_into, args=(f, i, args.lines, args.cps, results[i])) for i, f in enumerate(fronts)]
+    results = [{"explicit": [], "shown": [], "empty": []} for _ in fronts]
+    threads = [threading.Thread(target=type_file, args=(f, f"file:///bench/window{i}.py", (ROOT / SOURCES[i % len(SOURCES)]).read_text(),
+                                                        args.lines, args.cps, results[i])) for i, f in enumerate(fronts)]
     for t in threads:
         t.start()
     for t in threads:
