@@ -6,6 +6,7 @@ export const SERVER_KEYS = [
   "profile", "target", "draft", "device", "dtype", "quant", "threads", "fim", "maxNewTokens",
   "temperature", "debounceMs", "deadlineMs", "multiline", "contextTokens", "languages",
   "engine", "engineApi", "engineModel", "engineApiKeyEnv", "kvLanes", "idleMinutes",
+  "extraContextTokens", "minConfidence", "candidates", "draftFim",
 ] as const;
 
 export type ServerSettings = Record<(typeof SERVER_KEYS)[number], unknown>;

@@ -12,7 +12,7 @@ test("every server key is sent under its own name, nothing else", () => {
     maxNewTokens: 32, temperature: 0.5, debounceMs: 10, deadlineMs: 900, multiline: "never",
     contextTokens: 512, languages: ["python"],
     engine: "http://127.0.0.1:8000", engineApi: "infill", engineModel: "codellama", engineApiKeyEnv: "SPECTAB_KEY",
-    kvLanes: 4, idleMinutes: 0,
+    kvLanes: 4, idleMinutes: 0, extraContextTokens: 0, minConfidence: 0.25, candidates: 5, draftFim: "none",
   };
   const sent = serverSettings(getter(values));
   assert.deepEqual(Object.keys(sent).sort(), [...SERVER_KEYS].sort());
