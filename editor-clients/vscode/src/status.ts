@@ -10,6 +10,11 @@ export interface ServerStatus {
   requests?: number;
   generations?: number;
   acceptedSuggestions?: number;
+  /** next-word / next-line steps (a whole accept after them still counts in acceptedSuggestions) */
+  partialAccepts?: number;
+  /** suggestions cut short / hidden entirely by minConfidence */
+  confidenceCut?: number;
+  confidenceHidden?: number;
   lastLatencyMs?: number | null;
   lastStopReason?: string | null;
   acceptanceRate?: number | null;
@@ -44,6 +49,20 @@ export function engineText(status: ServerStatus): string {
   return `engine ${status.engine}${where}${lane}`;
 }
 
+/** e.g. `accepted suggestions 3, partial accepts 5` (a server without partial accepts: no second part). */
+export function acceptedText(status: ServerStatus): string {
+  const partial = typeof status.partialAccepts === "number" ? `, partial accepts ${status.partialAccepts}` : "";
+  return `accepted suggestions ${status.acceptedSuggestions ?? 0}${partial}`;
+}
+
+/** e.g. `low confidence: 4 cut short, 1 hidden`; "" when the server does not count them. */
+export function confidenceText(status: ServerStatus): string {
+  if (typeof status.confidenceCut !== "number" && typeof status.confidenceHidden !== "number") {
+    return "";
+  }
+  return `low confidence: ${status.confidenceCut ?? 0} cut short, ${status.confidenceHidden ?? 0} hidden`;
+}
+
 /** `status` is undefined while the server is starting (or cannot be asked). */
 export function formatStatus(status: ServerStatus | undefined, enabled: boolean, starting = false): StatusView {
   if (!status) {
@@ -72,7 +91,8 @@ export function formatStatus(status: ServerStatus | undefined, enabled: boolean,
     engineText(status),
     `last latency ${latency || "n/a"}${status.lastStopReason ? ` (${status.lastStopReason})` : ""}`,
     `draft acceptance ${percent(status.acceptanceRate)}`,
-    `accepted suggestions ${status.acceptedSuggestions ?? 0}`,
+    acceptedText(status),
+    confidenceText(status),
   ].filter(Boolean);
   return {
     text: `${icon} spectab${latency ? ` ${latency}` : ""}`,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { formatStatus, stderrLevel } from "../status";
+import { acceptedText, formatStatus, stderrLevel } from "../status";
 
 const ready = {
   state: "ready", error: null, profile: "smollm2-135m", target: "SmolLM2-135M", draft: "ngram", device: "cpu",
@@ -16,6 +16,16 @@ test("ready: latency in the text, model, rate and accepted count in the tooltip"
   assert.match(v.tooltip, /last latency 42 ms \(eos\)/);
   assert.match(v.tooltip, /draft acceptance 81%/);
   assert.match(v.tooltip, /accepted suggestions 2/);
+});
+
+test("partial accepts next to the accepted suggestions, low-confidence counts on their own line", () => {
+  const v = formatStatus({ ...ready, partialAccepts: 5, confidenceCut: 4, confidenceHidden: 1 }, true);
+  assert.match(v.tooltip, /\naccepted suggestions 2, partial accepts 5\n/);
+  assert.match(v.tooltip, /\nlow confidence: 4 cut short, 1 hidden$/);
+  assert.equal(acceptedText({ ...ready, partialAccepts: 0 }), "accepted suggestions 2, partial accepts 0");
+  // a server from before partial accepts: nothing made up
+  assert.equal(acceptedText(ready), "accepted suggestions 2");
+  assert.doesNotMatch(formatStatus(ready, true).tooltip, /partial|confidence/);
 });
 
 test("the engine, its pid or URL, and the document's lane", () => {
