@@ -20,7 +20,8 @@ from .errors import SpectabError
 from .lanes import Lane, LanePool, auto_lane_count
 from .loading import LoadedModel, load_model, load_tokenizer
 from .profiles import Profile, choose_profile
-from .prompts import build_prompt, cut_suffix, resolve_fim, stop_ids
+from .candidates import alternatives
+from .prompts import build_prompt, context_ids, cut_suffix, fim_tokens, resolve_fim, stop_ids
 from .sampling import SamplingParams
 from .draft_policy import DraftLength
 from .speculative import Generation, StopRules, generate
@@ -29,6 +30,7 @@ from .tokens import check_compatible
 log = logging.getLogger("spectab")
 
 DRAFT_KINDS = ("ngram", "none")
+DRAFT_FIM_MODES = ("auto", "none")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Completer:
         self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive)
         self.lanes = LanePool(self._new_lane, options.kv_lanes or auto_lane_count(self.lane_bytes()))
         self._lock = threading.Lock()
+        self._encoded: dict = {}  # context chunks' ids, per tokenizer: the ring changes rarely
+        self.last_prompt: list[int] = []  # the target's prompt of the latest request (debugging)
 
     def _new_lane(self, document: str) -> Lane:
         target = CachedModel(self.target_info.model, self.capacity)
@@ -151,17 +155,39 @@ class Completer:
     def device(self) -> torch.device:
         return self.target_info.model.embed.weight.device
 
-    def prompts(self, prefix: str, suffix: str, max_new_tokens: int, fim: str | None = None) -> tuple[list[int], list[int] | None]:
-        """The target's prompt and, for a draft model, the draft's own left-to-right prompt."""
+    @property
+    def draft_infills(self) -> bool:
+        """Whether the draft model can read the target's infilling prompt: its tokenizer has the
+        target's infilling tokens, at the same ids, inside its own vocabulary (a draft trained for
+        infilling; AMD-Llama-135m-code has none of them)."""
+        if self.draft_info is None:
+            return False
+        mine, theirs = fim_tokens(self.draft_info.tokenizer), fim_tokens(self.tokenizer)
+        if mine is None or mine != theirs:
+            return False
+        vocab = self.draft_info.model.config.vocab_size
+        return all(i is None or i < vocab for i in (mine.prefix, mine.suffix, mine.middle, mine.end))
+
+    def prompts(self, prefix: str, suffix: str, max_new_tokens: int, fim: str | None = None,
+                context: tuple[str, ...] = (), context_tokens: int = 0,
+                draft_fim: str = "auto") -> tuple[list[int], list[int] | None]:
+        """The target's prompt and, for a draft model, the draft's own: the same infilling prompt
+        when the draft can infill (and `draft_fim` is auto), else the prefix left to right. Both
+        start with the newest `context` chunks that fit in `context_tokens`."""
+        if draft_fim not in DRAFT_FIM_MODES:
+            raise SpectabError(f"unknown draft infilling mode '{draft_fim}'; choose auto or none")
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim
         reserve = max_new_tokens + self.options.k_max + 1
         budget = min(self.options.context_tokens, self.capacity - reserve)
-        target_prompt = build_prompt(self.tokenizer, mode, prefix, suffix if mode != "none" else "", budget)
+        extra = context_ids(self.tokenizer, context, min(context_tokens, budget // 3), self._encoded) if context_tokens else []
+        target_prompt = build_prompt(self.tokenizer, mode, prefix, suffix if mode != "none" else "", budget, extra)
         draft_prompt = None
         if self.draft_info is not None:
             draft_budget = min(self.options.context_tokens, self.draft_capacity - reserve)
-            # the small draft was never trained on infilling: it reads the prefix left to right
-            draft_prompt = build_prompt(self.draft_info.tokenizer, "none", prefix, "", draft_budget)
+            draft_mode = mode if draft_fim == "auto" and self.draft_infills else "none"
+            tok = self.draft_info.tokenizer
+            draft_extra = context_ids(tok, context, min(context_tokens, draft_budget // 3), self._encoded) if context_tokens else []
+            draft_prompt = build_prompt(tok, draft_mode, prefix, suffix if draft_mode != "none" else "", draft_budget, draft_extra)
         return target_prompt, draft_prompt
 
     def complete(
@@ -177,25 +203,51 @@ class Completer:
         on_text: Callable[[str], None] | None = None,
         fim: str | None = None,
         document: str | None = None,
+        context: tuple[str, ...] = (),
+        context_tokens: int = 0,
+        draft_fim: str = "auto",
+        min_confidence: float = 0.0,
+        candidates: int = 1,
+        block_of: str | None = None,
     ) -> Generation:
         """The target model's completion at the cursor between `prefix` and `suffix`, in the KV
-        lane of `document` (None: the lane of requests that name no document)."""
+        lane of `document` (None: the lane of requests that name no document).
+
+        `context`: chunks of other files (oldest first) placed before the prefix, within
+        `context_tokens`. `min_confidence`: stop before the first token the target gives less
+        probability. `candidates` > 1 (greedy only): up to that many suggestions in all, the
+        others in `.alternatives`. `block_of`: the cursor's line so far; a multi-line completion
+        stops once it leaves the cursor's block."""
         if not 1 <= max_new_tokens <= self.max_new_tokens:
             raise SpectabError(f"max new tokens must be 1..{self.max_new_tokens} for these models, got {max_new_tokens}")
         if not params.greedy and not 0.0 < params.top_p <= 1.0:
             raise SpectabError(f"top-p must be in (0, 1], got {params.top_p}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise SpectabError(f"minimum confidence must be a probability 0..1, got {min_confidence}")
+        if not 1 <= candidates <= 16:
+            raise SpectabError(f"candidates must be 1..16, got {candidates}")
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim
-        stops = StopRules(max_new_tokens, stop_ids(self.tokenizer, mode), tuple(stop_strings), single_line, deadline, cancelled)
+        stops = StopRules(max_new_tokens, stop_ids(self.tokenizer, mode), tuple(stop_strings), single_line, deadline,
+                          cancelled, block_of=block_of, min_confidence=min_confidence)
         with self._lock:  # one generation at a time: the KV caches are shared state
-            target_prompt, draft_prompt = self.prompts(prefix, suffix, max_new_tokens, mode)
+            target_prompt, draft_prompt = self.prompts(prefix, suffix, max_new_tokens, mode, tuple(context),
+                                                       context_tokens, draft_fim)
+            self.last_prompt = target_prompt
             # a left-to-right prompt leaves out the code after the cursor; prompt lookup may copy it
             lane = self.lanes.get(document)
             drafter = lane.drafter if self.draft_info is not None else self.drafter
             reference = None
             if mode == "none" and suffix and isinstance(drafter, PromptLookupDrafter):
                 reference = self.tokenizer.encode_infill(cut_suffix(self.tokenizer, suffix, self.options.context_tokens // 2))
-            return generate(lane.target, target_prompt, drafter, self.tokenizer, params, stops,
-                            self.draft_length, draft_prompt, on_text, reference=reference)
+            greedy = generate(lane.target, target_prompt, drafter, self.tokenizer, params, stops,
+                              self.draft_length, draft_prompt, on_text, reference=reference)
+            if candidates > 1 and params.greedy:
+                def run(branch: list[int], branch_stops: StopRules) -> Generation:
+                    return generate(lane.target, target_prompt + branch, drafter, self.tokenizer, params, branch_stops,
+                                    self.draft_length, draft_prompt + branch if draft_prompt else None, reference=reference)
+
+                greedy.alternatives = alternatives(greedy, candidates - 1, stops, run, self.tokenizer.decode)
+            return greedy
 
     def forget(self, document: str) -> None:
         """Free the KV lane of a closed document."""

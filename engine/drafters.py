@@ -83,17 +83,20 @@ class ModelDrafter:
         self.target_vocab_size = target_vocab_size
         self.min_confidence = min_confidence
         self.prompt: list[int] = []
+        self.blind = False
 
     def begin(self, target_prompt: list[int], draft_prompt: list[int] | None, reference: list[int] | None = None) -> None:
         assert draft_prompt, "a model drafter needs its own prompt"
         self.prompt = draft_prompt
+        # an alternative candidate may branch on an id beyond the draft's vocabulary: sit out
+        self.blind = any(t >= self.draft.vocab_size for t in draft_prompt)
 
     @torch.inference_mode()
     def propose(self, generated: list[int], k: int, params: SamplingParams, generator) -> Proposal:
         vocab = self.draft.vocab_size
         # the target may emit ids beyond the draft's vocabulary (CodeLlama's 16 extra tokens): the
         # draft cannot read them, so it sits out and the round is a plain target step
-        if any(t >= vocab for t in generated):
+        if self.blind or any(t >= vocab for t in generated):
             return Proposal([])
         seq = self.prompt + generated
         room = self.draft.capacity - len(seq)

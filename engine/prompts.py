@@ -63,33 +63,77 @@ def stop_ids(tok: Tokenizer, mode: str) -> set[int]:
     return ids
 
 
-def build_prompt(tok: Tokenizer, mode: str, prefix: str, suffix: str, budget: int) -> list[int]:
+def build_prompt(tok: Tokenizer, mode: str, prefix: str, suffix: str, budget: int,
+                 context: list[int] | tuple[int, ...] = ()) -> list[int]:
     """Prompt ids for `mode` (psm/spm/none) holding at most `budget` ids, keeping the text nearest
-    the cursor. `mode` must already be resolved (see `resolve_fim`)."""
+    the cursor. `mode` must already be resolved (see `resolve_fim`). `context` (ids of other files'
+    chunks, see `context_ids`) goes first in the prefix part, and the prefix continues it."""
+    context = list(context)
+    if len(context) >= budget // 2:
+        context = []  # never at the cost of the file itself (callers budget it well below this)
+    encode_prefix = tok.encode_infill if context else tok.encode
     if mode == "none":
-        ids = tok.encode_document(prefix)
-        if len(ids) <= budget:
-            return ids
-        starts_with_bos = tok.bos_id is not None and ids[0] == tok.bos_id
-        head = [tok.bos_id] if starts_with_bos else []
-        kept = cut_prefix(tok, prefix, budget - len(head))
-        return head + tok.encode(kept) if kept else ids[-budget:]
+        head = [tok.bos_id] if tok.adds_bos else []
+        room = budget - len(head) - len(context)
+        ids = encode_prefix(prefix)
+        if len(ids) > room:
+            # the cut text starts a segment anew: one id of slack for a leading space
+            kept = cut_prefix(tok, prefix, room - 1)
+            ids = encode_prefix(kept)[-room:] if kept else []
+        ids = head + context + ids
+        if not ids:
+            # an empty document still needs one position to predict from
+            start = tok.bos_id if tok.bos_id is not None else tok.eos_id
+            ids = [start] if start is not None else []
+        return ids
 
     fim = fim_tokens(tok)
     # CodeLlama's prompts start with BOS; StarCoder's have none.
     head = [tok.bos_id] if fim.family == "codellama" and tok.bos_id is not None else []
-    room = budget - len(head) - 3
-    pre_ids, suf_ids = tok.encode(prefix), tok.encode_infill(suffix)
+    room = budget - len(head) - 3 - len(context)
+    pre_ids, suf_ids = encode_prefix(prefix), tok.encode_infill(suffix)
     if len(pre_ids) + len(suf_ids) > room:
         # the prefix matters most; the suffix keeps at least a quarter of the room when it has that much
         suffix_room = min(len(suf_ids), max(room // 4, room - len(pre_ids)))
         suf_ids = tok.encode_infill(cut_suffix(tok, suffix, suffix_room)) if suffix_room else []
         prefix_room = room - len(suf_ids)
-        pre_ids = tok.encode(cut_prefix(tok, prefix, prefix_room)) if len(pre_ids) > prefix_room else pre_ids
+        pre_ids = encode_prefix(cut_prefix(tok, prefix, prefix_room - 1)) if len(pre_ids) > prefix_room else pre_ids
         pre_ids = pre_ids[-prefix_room:] if prefix_room > 0 else []
+    pre_ids = context + pre_ids
     if mode == "psm":
         return head + [fim.prefix] + pre_ids + [fim.suffix] + suf_ids + [fim.middle]
     return head + [fim.prefix, fim.suffix] + suf_ids + [fim.middle] + pre_ids
+
+
+def context_ids(tok: Tokenizer, chunks: tuple[str, ...] | list[str], budget: int,
+                encoded: dict | None = None) -> list[int]:
+    """Ids of the newest chunks (the list runs oldest to newest) that fit in `budget`, in the
+    list's order: the same chunks give the same ids, so a prompt that keeps them keeps its cached
+    prefix. The first chunk starts a segment, the others continue it. `encoded` memoises."""
+    kept: list[str] = []
+    total = 0
+    for chunk in reversed(chunks):
+        n = len(_encoded(tok, chunk, False, encoded)) + 1  # +1: a leading space when it comes first
+        if total + n > budget:
+            break
+        kept.insert(0, chunk)
+        total += n
+    ids: list[int] = []
+    for i, chunk in enumerate(kept):
+        ids += _encoded(tok, chunk, i == 0, encoded)
+    return ids
+
+
+def _encoded(tok: Tokenizer, text: str, first: bool, memo: dict | None) -> list[int]:
+    key = (id(tok), first, text)
+    if memo is not None and key in memo:
+        return memo[key]
+    ids = tok.encode(text) if first else tok.encode_infill(text)
+    if memo is not None:
+        if len(memo) > 256:
+            memo.clear()
+        memo[key] = ids
+    return ids
 
 
 def cut_prefix(tok: Tokenizer, text: str, budget: int) -> str:

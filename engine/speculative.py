@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from .blocks import block_ended
 from .cached_model import CachedModel, common_prefix_len
 from .draft_policy import DraftLength
 from .sampling import SamplingParams, accept_greedy, accept_sampled, probabilities
@@ -29,6 +30,12 @@ class StopRules:
     """time.monotonic() after which no new round starts; what was accepted so far is returned."""
     cancelled: Callable[[], bool] | None = None
     """Checked between rounds: True stops generation (a superseded request)."""
+    block_of: str | None = None
+    """The cursor's line so far, for a multi-line completion: stop once a whole generated line
+    falls outside the cursor's block (blocks.py). The text is not cut; the server cuts it."""
+    min_confidence: float = 0.0
+    """Stop before the first token the target gives less than this probability (0 = never): the
+    completion keeps only what the target was sure of."""
 
 
 @dataclass
@@ -78,6 +85,20 @@ class Generation:
     text: str
     """Their text, cut before a stop string or the newline of single-line mode."""
     stats: GenerationStats
+    probs: list[float] = field(default_factory=list)
+    """The target's probability of each generated token (under the sampling distribution when
+    sampling), from the verify pass that accepted it."""
+    runner_up: list[tuple[int, float]] = field(default_factory=list)
+    """Per generated token, the target's second choice there and its probability."""
+    branch: int | None = None
+    """For an alternative candidate: the position where it leaves the greedy path."""
+    alternatives: list["Generation"] = field(default_factory=list)
+    """Other candidates (see candidates.py), when asked for."""
+
+    @property
+    def confidence(self) -> float:
+        """The least probability among the tokens: how sure the target was of the whole text."""
+        return min(self.probs) if self.probs else 1.0
 
 
 def generate(
@@ -108,6 +129,8 @@ def generate(
 
     stop_strings = tuple(s for s in stops.stop_strings if s) + (("\n",) if stops.single_line else ())
     generated: list[int] = []
+    probs: list[float] = []
+    runner_up: list[tuple[int, float]] = []
     text, emitted, reason = "", 0, ""
     t0 = time.perf_counter()
     t_first = None
@@ -132,9 +155,14 @@ def generate(
         logits = target.extend(prompt + generated + drafts, len(drafts) + 1)
         if params.greedy:
             m, nxt = accept_greedy(logits, drafts)
+            dist = torch.softmax(logits[: m + 1].float(), dim=-1)
         else:
             q = proposal.probs[: len(drafts)] if proposal and proposal.probs is not None else None
-            m, nxt = accept_sampled(probabilities(logits, params), q, drafts, generator)
+            dist = probabilities(logits, params)
+            m, nxt = accept_sampled(dist, q, drafts, generator)
+            dist = dist[: m + 1]
+        chunk = drafts[:m] + [nxt]
+        chunk_probs, chunk_runner_up = _confidences(dist, chunk)
         t_done = time.perf_counter()
         # the first round's forward also ran the prompt: it says nothing about verify costs
         draft_length.observe(len(drafts), m, None if t_first is None else t_done - t_verify, t_verify - t_draft)
@@ -147,12 +175,16 @@ def generate(
             stats.draft_rounds += 1
             stats.draft_rounds_rejected += m < len(drafts)
 
-        chunk = drafts[:m] + [nxt]
         for j, t in enumerate(chunk):
             if t in stops.stop_ids:
                 chunk, reason = chunk[:j], "eos"
                 break
+            if chunk_probs[j] < stops.min_confidence:
+                chunk, reason = chunk[:j], "confidence"
+                break
         generated += chunk
+        probs += chunk_probs[: len(chunk)]
+        runner_up += chunk_runner_up[: len(chunk)]
 
         if stop_strings and chunk:
             # earlier text had no stop; the margin covers a partial UTF-8 character decoded anew
@@ -162,6 +194,10 @@ def generate(
             if cut is not None:
                 generated = _tokens_through(tokenizer, generated, cut)
                 text, reason = text[:cut], "stop"
+        if stops.block_of is not None and chunk and not reason:
+            now = text if stop_strings else tokenizer.decode(generated)
+            if block_ended(now, stops.block_of):
+                reason = "block end"
         if on_text is not None and chunk:
             text = text if stop_strings else tokenizer.decode(generated)
             safe = _safe_length(text, stop_strings)
@@ -176,6 +212,7 @@ def generate(
     text = text.rstrip("\ufffd")
     if on_text is not None and len(text) > emitted:
         on_text(text[emitted:])
+    del probs[len(generated):], runner_up[len(generated):]  # a stop string may have cut tokens
     stats.new_tokens = len(generated)
     stats.stop_reason = reason
     stats.target_forwards = stats.rounds
@@ -183,7 +220,22 @@ def generate(
     stats.prefill_ms = ((t_first or t_end) - t0) * 1000
     stats.decode_ms = (t_end - (t_first or t_end)) * 1000
     stats.tokens_per_s = len(generated) / (t_end - t0) if t_end > t0 else 0.0
-    return Generation(generated, text, stats)
+    return Generation(generated, text, stats, probs, runner_up)
+
+
+def _confidences(dist: torch.Tensor, chunk: list[int]) -> tuple[list[float], list[tuple[int, float]]]:
+    """From the target's distributions at the chunk's positions [len(chunk), V]: each token's
+    probability, and the best other token with its probability (one host sync)."""
+    idx = torch.arange(len(chunk), device=dist.device)
+    chosen = dist[idx, torch.tensor(chunk, device=dist.device)]
+    top = torch.topk(dist, 2, dim=-1)
+    rows = torch.stack([chosen, top.values[:, 0], top.values[:, 1], top.indices[:, 0].float(), top.indices[:, 1].float()], 1).tolist()
+    probs, runner_up = [], []
+    for t, (p, v0, v1, i0, i1) in zip(chunk, rows):
+        probs.append(p)
+        # the runner-up is the best token other than the one taken (sampling may take the second)
+        runner_up.append((int(i1), v1) if int(i0) == t else (int(i0), v0))
+    return probs, runner_up
 
 
 def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:

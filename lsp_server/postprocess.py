@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from engine import blocks
+
 from .context import Cursor
 
 CLOSES = {")": "(", "]": "[", "}": "{"}
@@ -59,26 +61,8 @@ def trim_line_end(first: str, cur: Cursor) -> str:
 
 
 def cut_block(text: str, cur: Cursor) -> str:
-    """Keep the lines that belong to the cursor's block: stop before a line indented less than the
-    cursor's line, and, after a line that opens a block (ends with : { ( [), before a line back at
-    its indentation (keeping a closing bracket line there)."""
-    lines = text.split("\n")
-    base = len(cur.indent.expandtabs(4))
-    opener = (cur.line_prefix + lines[0]).rstrip().endswith((":", "{", "(", "["))
-    kept = [lines[0]]
-    for line in lines[1:]:
-        if not line.strip():
-            kept.append(line)
-            continue
-        indent = len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
-        if indent < base:
-            break
-        if opener and indent == base:
-            if line.strip()[0] in CLOSES:
-                kept.append(line)
-            break
-        kept.append(line)
-    return "\n".join(kept)
+    """Keep the lines that belong to the cursor's block (see engine/blocks.py)."""
+    return blocks.cut_block(text, cur.line_prefix)
 
 
 def repeats_following_lines(text: str, cur: Cursor) -> bool:
@@ -90,6 +74,32 @@ def repeats_following_lines(text: str, cur: Cursor) -> bool:
     if len(mine) > 1 and mine[0] == cur.line_prefix.strip():
         mine = mine[1:]  # the cursor's own line, completed to what it was: compare the new lines
     return mine == below[: len(mine)]
+
+
+def confidence_cut(text: str, probs: list[float], ends: list[int], threshold: float) -> str:
+    """`text` before its first token the model gave less than `threshold` probability (`probs`
+    and `ends` per token, see engine/requests.py): what an engine asked for `min_confidence`
+    would have generated."""
+    start = 0
+    for p, end in zip(probs, ends):
+        if p < threshold:
+            return text[:start]
+        start = end
+    return text
+
+
+def shown_confidence(length: int, probs: list[float] | None, ends: list[int] | None) -> float | None:
+    """The least probability among the tokens that make up the first `length` characters (None
+    when the backend gave no probabilities)."""
+    if not probs or not ends:
+        return None
+    start, least = 0, 1.0
+    for p, end in zip(probs, ends):
+        if start >= length:
+            break
+        least = min(least, p)
+        start = end
+    return round(least, 4)
 
 
 def safe_partial(text: str, multiline: bool) -> str:

@@ -148,6 +148,9 @@ class SpectabServer(LanguageServer):
         }
         if uri is not None:
             out["lane"] = self.service.lanes.get(uri)
+            out["context"] = [c.split("\n", 1)[0] for c in self.service.workspace.context_for(uri, "")]
+            if self.service.debug_prompts:
+                out["lastPrompt"] = self.service.last_prompts.get(uri)
         return out
 
     # -- completion ----------------------------------------------------------------------------
@@ -195,6 +198,7 @@ def build(defaults: Settings) -> SpectabServer:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: SpectabServer, params: types.InitializeParams) -> None:
+        ls.service.workspace.root = workspace_root(params)
         ls.settings, problems = apply(ls.settings, unwrap(params.initialization_options))
         for p in problems:
             ls.tell(p)
@@ -224,6 +228,20 @@ def build(defaults: Settings) -> SpectabServer:
         if model_changed(old, ls.settings) or ls.host.status.state == "error":
             await ls.start_loading()
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: SpectabServer, params: types.DidOpenTextDocumentParams) -> None:
+        d = params.text_document
+        if len(d.text) <= MAX_DOCUMENT_CHARS:
+            ls.service.workspace.opened(d.uri, d.text, d.language_id)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: SpectabServer, params: types.DidChangeTextDocumentParams) -> None:
+        # pygls has applied the changes; the ring keeps the text around the last edit
+        doc = ls.workspace.text_documents.get(params.text_document.uri)
+        edited = [c.range.start.line for c in params.content_changes if getattr(c, "range", None) is not None]
+        if doc is not None and edited and len(doc.source) <= MAX_DOCUMENT_CHARS:
+            ls.service.workspace.changed(doc.uri, doc.source, edited[-1])
+
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: SpectabServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.service.forget(params.text_document.uri)
@@ -240,11 +258,16 @@ def build(defaults: Settings) -> SpectabServer:
             return types.InlineCompletionList(items=[])
         answer, _doc = found
         at = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(
-            insert_text=answer.text, range=at,
-            command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
-                                  arguments=[{"uri": params.text_document.uri, "chars": len(answer.text)}]),
-        )])
+        uri = params.text_document.uri
+        items = []
+        for i, item in enumerate(answer.items):
+            typed = types.InlineCompletionItem(
+                insert_text=item.text, range=at,
+                command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
+                                      arguments=[{"uri": uri, "chars": len(item.text), **item_data(item, i)}]))
+            # LSP 3.18 gives inline items no `data`; clients that do not know it ignore it
+            items.append({**ls.protocol._converter.unstructure(typed), "data": item_data(item, i)})
+        return {"items": items}
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
     async def completion(ls: SpectabServer, params: types.CompletionParams):
@@ -257,21 +280,33 @@ def build(defaults: Settings) -> SpectabServer:
         word = _word_before(answer.cursor.line_prefix)
         start = types.Position(line=params.position.line,
                                character=params.position.character - doc.position_codec.client_num_units(word))
-        new_text = word + answer.text
-        return types.CompletionList(is_incomplete=True, items=[types.CompletionItem(
-            label=new_text.split("\n", 1)[0] or new_text.strip() or new_text,
-            kind=types.CompletionItemKind.Text,
-            detail="spectab",
-            filter_text=new_text,
-            insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
-            command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
-                                  arguments=[{"uri": params.text_document.uri, "chars": len(answer.text)}]),
-        )])
+        uri = params.text_document.uri
+        items = []
+        for i, item in enumerate(answer.items):
+            new_text = word + item.text
+            items.append(types.CompletionItem(
+                label=new_text.split("\n", 1)[0] or new_text.strip() or new_text,
+                kind=types.CompletionItemKind.Text,
+                detail="spectab",
+                sort_text=f"{i:02d}",  # greedy first, alternatives in their order
+                filter_text=new_text,
+                insert_text_format=types.InsertTextFormat.PlainText,
+                text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+                data=item_data(item, i),
+                command=types.Command(title="spectab: accepted", command=ACCEPTED_COMMAND,
+                                      arguments=[{"uri": uri, "chars": len(item.text), **item_data(item, i)}]),
+            ))
+        return types.CompletionList(is_incomplete=True, items=items)
 
     @server.command(ACCEPTED_COMMAND)
     def accepted(ls: SpectabServer, *args) -> None:
-        ls.service.stats.accepted += 1  # counted here, never sent anywhere
+        # counted here, never sent anywhere; {"partial": true}: a word or a line of it was taken
+        arg = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) and args[0] else args
+        first = arg[0] if arg else None
+        if _field(first, "partial") is True:
+            ls.service.stats.partial_accepts += 1
+        else:
+            ls.service.stats.accepted += 1
 
     @server.feature(STATUS_METHOD)
     def status(ls: SpectabServer, params: Any) -> dict:
@@ -294,6 +329,26 @@ def build(defaults: Settings) -> SpectabServer:
         os._exit(0 if ls.shutdown_requested else 1)
 
     return server
+
+
+def item_data(item, index: int) -> dict:
+    """What a client may want to know of a suggestion: how sure the target was, which candidate."""
+    return {"confidence": item.confidence, "candidate": index}
+
+
+def workspace_root(params: types.InitializeParams) -> str | None:
+    """The first workspace folder (or the root URI) as a path, for relative chunk headers."""
+    uri = None
+    if params.workspace_folders:
+        uri = params.workspace_folders[0].uri
+    elif params.root_uri:
+        uri = params.root_uri
+    if uri:
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(uri)
+        return unquote(parsed.path) if parsed.scheme == "file" else None
+    return params.root_path or None
 
 
 def _field(params: Any, name: str) -> Any:

@@ -6,6 +6,9 @@
 - Automatic triggers wait `debounceMs` first (explicit ones do not); each request has a deadline
   after which the best safe part of what was generated is answered.
 - Typed-ahead: when the user types the start of the last suggestion, the rest is served from it.
+- Each request carries the workspace context (workspace.py), the confidence cut and, for explicit
+  requests, the number of candidates; every suggestion is post-processed, and candidates that end
+  up empty or equal to an earlier one are dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +25,9 @@ from dataclasses import dataclass, field
 from .backends.base import BackendError, GenerationRequest
 from .context import Cursor, cursor_at
 from .model_host import ModelHost
-from .postprocess import cut_block, finish, safe_partial
+from .postprocess import cut_block, finish, safe_partial, shown_confidence
 from .settings import Settings
+from .workspace import Workspace
 
 log = logging.getLogger("spectab.server")
 
@@ -35,6 +40,13 @@ class Stats:
     superseded: int = 0
     empty: int = 0
     accepted: int = 0
+    partial_accepts: int = 0
+    confidence_cut: int = 0
+    """Suggestions shortened by the confidence cut."""
+    confidence_hidden: int = 0
+    """Suggestions the confidence cut left nothing of (not shown)."""
+    candidates: int = 0
+    """Alternative suggestions returned beside the greedy ones."""
     prompt_tokens: int = 0
     reused_prompt_tokens: int = 0
     draft_proposed: int = 0
@@ -52,6 +64,10 @@ class Stats:
             "superseded": self.superseded,
             "empty": self.empty,
             "acceptedSuggestions": self.accepted,
+            "partialAccepts": self.partial_accepts,
+            "confidenceCut": self.confidence_cut,
+            "confidenceHidden": self.confidence_hidden,
+            "alternatives": self.candidates,
             "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 1),
             "lastStopReason": self.last_stop,
             "backendErrors": self.backend_errors,
@@ -71,11 +87,23 @@ class _Shown:
     multiline: bool
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    confidence: float | None = None
+    """The least probability the target gave a token of `text` (None: the backend cannot say)."""
+
+
 @dataclass
 class Answer:
-    text: str
+    items: list[Suggestion]
+    """Greedy first, then alternatives; empty for no suggestion."""
     cursor: Cursor | None = None
     source: str = "model"
+
+    @property
+    def text(self) -> str:
+        return self.items[0].text if self.items else ""
 
 
 class CompletionService:
@@ -89,9 +117,14 @@ class CompletionService:
         self._ids = itertools.count(1)
         self._inflight: dict[str, tuple[int, threading.Event, asyncio.Event]] = {}
         self._shown: dict[str, _Shown] = {}
+        self.workspace = Workspace()
+        self.last_prompts: dict[str, str] = {}  # with SPECTAB_DEBUG_PROMPTS=1: uri -> the engine's prompt
+        self.debug_prompts = os.environ.get("SPECTAB_DEBUG_PROMPTS") == "1"
 
     def forget(self, uri: str) -> None:
         self._shown.pop(uri, None)
+        self.workspace.closed(uri)
+        self.last_prompts.pop(uri, None)
         self.lanes.pop(uri, None)
         self._supersede(uri)
         backend = self.host.backend
@@ -117,10 +150,13 @@ class CompletionService:
             reused = self._typed_ahead(uri, text, offset)
             if reused is not None:
                 self.stats.typed_ahead += 1
-                return self._answer(Answer(reused, cur, "typed-ahead"), arrived)
+                return self._answer(Answer([Suggestion(reused)], cur, "typed-ahead"), arrived)
             backend = self.host.backend if self.host.ready else None
             if backend is None:
-                return self._answer(Answer("", cur), arrived)
+                return self._answer(Answer([], cur), arrived)
+            line = text.count("\n", 0, offset)
+            context = self.workspace.context_for(uri, cur.prefix + cur.suffix) if settings.extraContextTokens else ()
+            self.workspace.visited(uri, text, line)
             if not explicit and settings.debounceMs:
                 try:
                     await asyncio.wait_for(superseded.wait(), settings.debounceMs / 1000)
@@ -128,10 +164,16 @@ class CompletionService:
                     pass
             if cancel.is_set():
                 self.stats.superseded += 1
-                return self._answer(Answer(""), arrived)
+                return self._answer(Answer([]), arrived)
             deadline = arrived + settings.deadlineMs / 1000
+            request = GenerationRequest(
+                uri, cur.prefix, cur.suffix, settings.maxNewTokens, settings.temperature, single_line=not multiline,
+                deadline=deadline, block_of=cur.line_prefix if multiline else None, context=context,
+                context_tokens=settings.extraContextTokens if context else 0, draft_fim=settings.draftFim,
+                min_confidence=settings.minConfidence, candidates=settings.candidates if explicit else 1,
+                want_prompt=self.debug_prompts)
             loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self._worker, self._generate, backend, uri, cur, multiline, settings, cancel, deadline)
+            job = loop.run_in_executor(self._worker, self._generate, backend, request, cur, multiline, cancel)
             gate = asyncio.ensure_future(superseded.wait())
             try:
                 await asyncio.wait({job, gate}, return_when=asyncio.FIRST_COMPLETED)
@@ -139,18 +181,18 @@ class CompletionService:
                 gate.cancel()
             if cancel.is_set() or not job.done():
                 self.stats.superseded += 1
-                return self._answer(Answer(""), arrived)
+                return self._answer(Answer([]), arrived)
             try:
-                suggestion = job.result()
+                items = job.result()
             except BackendError as err:
                 # the engine or server failed (gone, unreachable, refused): empty, said once
                 self.stats.backend_errors += 1
                 self.stats.last_stop = "error"
                 self.tell(str(err))
-                return self._answer(Answer("", cur), arrived)
-            if suggestion:
-                self._shown[uri] = _Shown(text[:offset], text[offset:], suggestion, multiline)
-            return self._answer(Answer(suggestion, cur), arrived)
+                return self._answer(Answer([], cur), arrived)
+            if items:
+                self._shown[uri] = _Shown(text[:offset], text[offset:], items[0].text, multiline)
+            return self._answer(Answer(items, cur), arrived)
         except asyncio.CancelledError:
             cancel.set()  # $/cancelRequest: the engine stops at its next round
             raise
@@ -176,19 +218,20 @@ class CompletionService:
             return shown.text[len(typed):]
         return None
 
-    def _generate(self, backend, uri: str, cur: Cursor, multiline: bool, settings: Settings,
-                  cancel: threading.Event, deadline: float) -> str:
-        """On the worker thread: generate, stopping early once the block is complete."""
+    def _generate(self, backend, request: GenerationRequest, cur: Cursor, multiline: bool,
+                  cancel: threading.Event) -> list[Suggestion]:
+        """On the worker thread: generate, then post-process the greedy suggestion and each
+        alternative (empty ones and repeats dropped)."""
         if cancel.is_set():
-            return ""  # superseded while waiting for the worker: no work
+            return []  # superseded while waiting for the worker: no work
         self.stats.generations += 1
         block_done = threading.Event()
         pieces: list[str] = []
 
         def watch(piece: str) -> None:
-            # a multi-line suggestion ends with the cursor's block: stop generating once a whole
-            # line falls outside it
-            if not multiline:
+            # an engine stops at the block end itself; for a remote server, stop reading once a
+            # whole line falls outside the cursor's block
+            if not multiline or backend.understands_requests:
                 return
             pieces.append(piece)
             so_far = "".join(pieces)
@@ -196,21 +239,35 @@ class CompletionService:
             if whole_lines and len(cut_block(whole_lines, cur)) < len(whole_lines.rstrip("\n")):
                 block_done.set()
 
-        request = GenerationRequest(uri, cur.prefix, cur.suffix, settings.maxNewTokens, settings.temperature,
-                                    single_line=not multiline, deadline=deadline)
         s = backend.generate(request, lambda: cancel.is_set() or block_done.is_set(), watch)
         self.stats.last_stop = "block end" if block_done.is_set() else s.stop_reason
         self.stats.prompt_tokens += s.prompt_tokens
         self.stats.reused_prompt_tokens += s.reused_prompt_tokens
         self.stats.draft_proposed += s.draft_proposed
         self.stats.draft_accepted += s.draft_accepted
-        self.lanes[uri] = s.lane
+        self.lanes[request.document] = s.lane
+        if s.prompt is not None:
+            self.last_prompts[request.document] = s.prompt
         if cancel.is_set():
-            return ""
+            return []
         text = s.text
         if s.stop_reason == "deadline":
             text = safe_partial(text, multiline)
-        return finish(text, cur, multiline)
+        shown = finish(text, cur, multiline)
+        if s.stop_reason == "confidence":
+            if shown:
+                self.stats.confidence_cut += 1
+            else:
+                self.stats.confidence_hidden += 1
+        if not shown:
+            return []  # alternatives only beside a greedy suggestion the user would see
+        items = [Suggestion(shown, shown_confidence(len(shown), s.probs, s.ends))]
+        for alt in s.alternatives:
+            alt_text = finish(str(alt.get("text", "")), cur, multiline)
+            if alt_text and all(alt_text != item.text for item in items):
+                items.append(Suggestion(alt_text, shown_confidence(len(alt_text), alt.get("probs"), alt.get("ends"))))
+                self.stats.candidates += 1
+        return items[: request.candidates]
 
     def _answer(self, answer: Answer, arrived: float) -> Answer:
         latency = (time.monotonic() - arrived) * 1000

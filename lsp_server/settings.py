@@ -15,6 +15,7 @@ from engine.prompts import FIM_MODES
 
 MULTILINE = ("auto", "always", "never")
 ENGINE_APIS = ("openai", "infill")
+DRAFT_FIM_MODES = ("auto", "none")
 
 
 def _engine_ok(value: str) -> bool:
@@ -72,6 +73,17 @@ class Settings:
     """KV caches kept, one per document; 0 = as many as fit in half the free memory (1..16)."""
     idleMinutes: float = 30
     """A shared engine started by this server exits after this long with no editor connected."""
+    extraContextTokens: int = 256
+    """Token budget for chunks of the other open documents, placed before the prefix; 0 = none."""
+    minConfidence: float = 0.1
+    """A suggestion is cut before its first token the target gives less than this probability
+    (one that keeps nothing is not shown); 0 = off."""
+    candidates: int = 3
+    """Most suggestions an explicit request returns (greedy first, then alternatives that branch
+    where the greedy path was least sure); automatic requests get one."""
+    draftFim: str = "auto"
+    """auto: a draft model that can infill reads the target's infilling prompt; none: the draft
+    reads the prefix left to right."""
 
 
 # key -> (type check, value check, what a valid value is)
@@ -97,9 +109,13 @@ _RULES: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "engineApiKeyEnv": (str, lambda v: v == "" or v.replace("_", "a").isalnum(), "the name of an environment variable"),
     "kvLanes": (int, lambda v: 0 <= v <= 256, "0 (automatic) or an integer 1..256"),
     "idleMinutes": ((int, float), lambda v: 0 <= v <= 10080, "a number of minutes 0..10080 (0 = never exit)"),
+    "extraContextTokens": (int, lambda v: 0 <= v <= 4096, "an integer 0..4096 (0 = no other documents)"),
+    "minConfidence": ((int, float), lambda v: 0 <= v <= 1, "a probability 0..1 (0 = off)"),
+    "candidates": (int, lambda v: 1 <= v <= 8, "an integer 1..8"),
+    "draftFim": (str, lambda v: v in DRAFT_FIM_MODES, " or ".join(DRAFT_FIM_MODES)),
 }
 MODEL_KEYS = ("profile", "target", "draft", "device", "dtype", "contextTokens", "fim", "quant",
-              "engine", "engineApi", "engineModel", "engineApiKeyEnv", "kvLanes")
+              "engine", "engineApi", "engineModel", "engineApiKeyEnv", "kvLanes", "draftFim")
 """Changing one of these means building a new engine; the others apply to the next request."""
 
 
@@ -131,7 +147,7 @@ def apply(base: Settings, section: dict) -> tuple[Settings, list[str]]:
             value = tuple(value)
         if key == "profile" and value == "auto":
             value = None
-        if key in ("temperature", "idleMinutes"):
+        if key in ("temperature", "idleMinutes", "minConfidence"):
             value = float(value)
         changes[key] = value
     return replace(base, **changes), problems

@@ -62,7 +62,7 @@ def rss_mb(pid: int) -> float:
 
 def tiny_options(tiny_models, **extra) -> dict:
     return {"target": str(tiny_models["target"]), "draft": str(tiny_models["same"]), "device": "cpu", "fim": "none",
-            "maxNewTokens": 12, **extra}
+            "maxNewTokens": 12, "minConfidence": 0, "candidates": 1, "extraContextTokens": 0, **extra}
 
 
 def test_two_fronts_share_one_engine(smollm2_gguf, runtime, tmp_path):

@@ -21,7 +21,9 @@ def tiny_server(tiny_models, tmp_path_factory):
     """A server on the tiny target with the always-agreeing draft, greedy, left to right."""
     client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path_factory.mktemp("logs"))})
     client.initialize({"target": str(tiny_models["target"]), "draft": str(tiny_models["same"]), "device": "cpu",
-                       "fim": "none", "maxNewTokens": 12, "debounceMs": 75})
+                       "fim": "none", "maxNewTokens": 12, "debounceMs": 75,
+                       # a random model is unsure of every token: no cut, one candidate
+                       "minConfidence": 0, "candidates": 1, "extraContextTokens": 0})
     assert client.wait_ready()["state"] == "ready"
     yield client
     assert client.close() == 0
@@ -125,7 +127,8 @@ def test_positions_on_non_ascii_lines(tiny_models, tmp_path, encoding):
     client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
     try:
         caps = client.initialize({"target": str(tiny_models["target"]), "draft": "none", "fim": "none",
-                                  "maxNewTokens": 8, "device": "cpu"}, encodings=[encoding])["capabilities"]
+                                  "maxNewTokens": 8, "device": "cpu", "minConfidence": 0, "candidates": 1, "extraContextTokens": 0},
+                                 encodings=[encoding])["capabilities"]
         assert caps["positionEncoding"] == encoding
         client.wait_ready()
         client.open(URI, text)

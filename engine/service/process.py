@@ -256,7 +256,7 @@ class EngineProcess:
 
     def _work(self) -> None:
         from ..devices import set_threads
-        from ..sampling import SamplingParams
+        from ..requests import run_request
 
         while True:
             job = self.scheduler.next()
@@ -281,17 +281,12 @@ class EngineProcess:
                         job.cancel.set()  # the front is gone: stop at the next round
 
                 started = time.perf_counter()
-                result = self.completer.complete(
-                    str(r.get("prefix", "")), str(r.get("suffix", "")), int(r.get("max_new_tokens", 64)),
-                    SamplingParams(float(r.get("temperature", 0.0))), single_line=bool(r.get("single_line")),
-                    deadline=deadline, cancelled=job.cancel.is_set, on_text=on_text, document=job.document)
-                s = result.stats
+                result = run_request(self.completer, {**r, "document": job.document}, deadline, job.cancel.is_set, on_text)
                 self.served += 1
-                _send(channel, {"event": "done", "id": job.id, "result": {
-                    "text": result.text, "stop_reason": "cancelled" if job.cancel.is_set() else s.stop_reason,
-                    "prompt_tokens": s.prompt_tokens, "reused_prompt_tokens": s.reused_prompt_tokens,
-                    "draft_proposed": s.draft_proposed, "draft_accepted": s.draft_accepted, "lane": job.document,
-                    "engine_ms": (time.perf_counter() - started) * 1000}})
+                if job.cancel.is_set():
+                    result["stop_reason"] = "cancelled"
+                result["engine_ms"] = (time.perf_counter() - started) * 1000
+                _send(channel, {"event": "done", "id": job.id, "result": result})
             except SpectabError as err:
                 _send(channel, {"event": "error", "id": job.id, "message": str(err)})
             except Exception as err:  # a bug: the request fails, the engine keeps serving

@@ -8,7 +8,7 @@ torch, so a front that talks to an engine stays small.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from engine.errors import SpectabError
@@ -30,6 +30,19 @@ class GenerationRequest:
     single_line: bool = False
     deadline: float | None = None
     """time.monotonic() after which no new round starts (what was generated is returned)."""
+    block_of: str | None = None
+    """Multi-line: the cursor's line so far; generation stops once it leaves the cursor's block."""
+    context: tuple[str, ...] = ()
+    """Chunks of the other open documents, oldest first, each headed by its path (workspace.py)."""
+    context_tokens: int = 0
+    """The token budget of `context` (the newest chunks that fit are used)."""
+    draft_fim: str = "auto"
+    min_confidence: float = 0.0
+    """Stop before the first token the target gives less probability (0 = never)."""
+    candidates: int = 1
+    """Suggestions wanted: the greedy one and up to candidates-1 alternatives."""
+    want_prompt: bool = False
+    """Debugging: the engine answers the text of the prompt it built."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +62,23 @@ class GenerationResult:
     engine_ms: float | None = None
     """The shared engine's own time for this request, from taking it off its queue to its answer:
     what a request takes beyond it is the socket hop."""
+    probs: list[float] | None = None
+    """The target's probability of each token of `text` (None: the backend cannot tell)."""
+    ends: list[int] | None = None
+    """Where each token's text ends in `text` (characters)."""
+    alternatives: list[dict] = field(default_factory=list)
+    """Other candidates: {"text", "probs", "ends"} each, the most likely first."""
+    prompt: str | None = None
+    """The prompt's text, when the request asked for it."""
+
+    @classmethod
+    def from_engine(cls, r: dict, lane: str | None = None, engine_ms: float | None = None,
+                    stop_reason: str | None = None) -> "GenerationResult":
+        """From an engine's result dict (engine/requests.py)."""
+        return cls(r.get("text", ""), stop_reason or r.get("stop_reason", ""), r.get("prompt_tokens", 0),
+                   r.get("reused_prompt_tokens", 0), r.get("draft_proposed", 0), r.get("draft_accepted", 0),
+                   r.get("lane", lane), engine_ms if engine_ms is not None else r.get("engine_ms"),
+                   r.get("probs"), r.get("ends"), list(r.get("alternatives") or []), r.get("prompt"))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +89,9 @@ class Backend:
 
     kind = "?"
     """inprocess, shared or remote: what `spectab/status` reports as `engine`."""
+    understands_requests = True
+    """Whether the backend honours `block_of`, `min_confidence` and `candidates` itself (the
+    engines do; a remote server does not, and the service watches the block end for it)."""
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool],
                  on_text: Callable[[str], None]) -> GenerationResult:

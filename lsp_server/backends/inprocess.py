@@ -32,15 +32,11 @@ class InProcessBackend(Backend):
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool],
                  on_text: Callable[[str], None]) -> GenerationResult:
-        from engine.sampling import SamplingParams
+        from engine.requests import run_request
 
-        result = self.completer.complete(
-            request.prefix, request.suffix, request.max_new_tokens, SamplingParams(request.temperature),
-            single_line=request.single_line, deadline=request.deadline, cancelled=cancelled, on_text=on_text,
-            document=request.document)
-        s = result.stats
-        return GenerationResult(result.text, s.stop_reason, s.prompt_tokens, s.reused_prompt_tokens,
-                                s.draft_proposed, s.draft_accepted, request.document)
+        body = request.as_dict()
+        deadline = body.pop("deadline")
+        return GenerationResult.from_engine(run_request(self.completer, body, deadline, cancelled, on_text))
 
     def set_threads(self, threads: int) -> None:
         from engine.devices import set_threads

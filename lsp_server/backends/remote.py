@@ -33,6 +33,22 @@ APIS = ("openai", "infill")
 __all__ = ["APIS", "LlamaInfill", "OpenAICompletions", "check_url", "open_remote"]
 
 
+# a remote server's tokenizer is not here: chunks are budgeted at a typical 4 characters a token
+CHARS_PER_TOKEN = 4
+
+
+def context_within(request: GenerationRequest) -> list[str]:
+    """The newest context chunks that fit the request's budget, oldest first."""
+    room = request.context_tokens * CHARS_PER_TOKEN
+    kept: list[str] = []
+    for chunk in reversed(request.context):
+        if len(chunk) > room:
+            break
+        kept.insert(0, chunk)
+        room -= len(chunk)
+    return kept
+
+
 class Backoff:
     """After a failure, the next requests fail at once, without network traffic, for 1 s, then
     2, 4, ... up to 60 s after each further failure: a stopped or overloaded server is not hit on
@@ -62,6 +78,7 @@ class Backoff:
 
 class _Remote(Backend):
     kind = "remote"
+    understands_requests = False  # a server knows no block end, confidence cut or candidates
     api = "?"
 
     def __init__(self, url: str, key_env: str, model: str | None, not_found_hint: str):
@@ -171,7 +188,9 @@ class OpenAICompletions(_Remote):
             family, mode = resolve(model, self.fim)
         except SpectabError as err:
             raise BackendError(str(err)) from None
-        body = {"model": model, "prompt": prompt_text(family, mode, request.prefix, request.suffix),
+        # the other files' chunks lead the prefix, as the engines place them
+        prefix = "".join(context_within(request)) + request.prefix
+        body = {"model": model, "prompt": prompt_text(family, mode, prefix, request.suffix),
                 "max_tokens": request.max_new_tokens, "temperature": request.temperature, "stream": True}
         stops = stop_strings(family, mode, request.single_line)
         if stops:
@@ -261,7 +280,8 @@ class LlamaInfill(_Remote):
     def _generate(self, request, deadline, cancelled, on_text):
         slot = self.slots.slot(request.document, self._total_slots(deadline))
         body = {"input_prefix": request.prefix, "input_suffix": request.suffix,
-                "input_extra": [],  # workspace context comes later
+                # llama.cpp's own slot for other files' chunks: it places them before the prefix
+                "input_extra": [{"filename": "", "text": chunk} for chunk in context_within(request)],
                 "prompt": "", "n_predict": request.max_new_tokens, "temperature": request.temperature,
                 "cache_prompt": True, "stream": True, "id_slot": slot}
         if request.single_line:

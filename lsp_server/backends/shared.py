@@ -249,11 +249,8 @@ class SharedBackend(Backend):
                     pieces.append(message["text"])
                     on_text(message["text"])
                 elif event == "done":
-                    r = message.get("result") or {}
-                    return GenerationResult(
-                        r.get("text", ""), "cancelled" if cancel_sent else r.get("stop_reason", ""), r.get("prompt_tokens", 0),
-                        r.get("reused_prompt_tokens", 0), r.get("draft_proposed", 0), r.get("draft_accepted", 0),
-                        r.get("lane"), r.get("engine_ms"))
+                    return GenerationResult.from_engine(message.get("result") or {},
+                                                        stop_reason="cancelled" if cancel_sent else None)
                 elif event == "error":
                     raise BackendError(str(message.get("message", "the engine failed this request")))
         except OSError:

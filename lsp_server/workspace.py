@@ -1,0 +1,173 @@
+"""Workspace context: a small ring of chunks from the other documents, placed before the prefix.
+
+What goes in (each chunk at most `CHUNK_LINES` lines, headed by its file's path as a comment in
+that file's language):
+- the outline of every opened document: its definition lines (def, class, function, ...), so a
+  call into another file can use the names and signatures defined there;
+- the text around each edit, and around each cursor that asked for a suggestion: what the user
+  worked on there, as llama.vim gathers its extra chunks.
+
+The ring holds at most `RING_SIZE` chunks, oldest first. A new chunk much like one already there
+(the same document, most lines shared) replaces it; the oldest goes when the ring is full. A
+request gets the ring's chunks of the other documents, in ring order, without the ones much like
+its own window, plus the current file's path: the same chunks in the same order while the user
+types, so the engine keeps its cached prompt prefix. The engine takes the newest ones that fit
+`extraContextTokens`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlparse
+
+RING_SIZE = 16
+CHUNK_LINES = 32
+SIMILAR = 0.5
+"""Chunks sharing more than this share of their lines (Jaccard) are near-duplicates."""
+IN_WINDOW = 0.6
+"""A chunk with more than this share of its lines in the request's window adds nothing."""
+
+# a line that defines something, in most languages (indentation allowed: methods count)
+DEFINITION = re.compile(
+    r"^\s*(export\s+|pub(\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|extern\s+)*"
+    r"(def|class|function|fn|func|struct|interface|trait|impl|enum|type|module|defun|defmacro|local\s+function)\b")
+
+_COMMENT_BY_LANGUAGE = {
+    "#": ("python", "shellscript", "sh", "bash", "ruby", "perl", "r", "yaml", "toml", "makefile", "dockerfile",
+          "elixir", "julia", "nim", "powershell", "cmake"),
+    "--": ("lua", "sql", "haskell", "elm", "ada"),
+    ";;": ("lisp", "emacs-lisp", "elisp", "clojure", "scheme", "racket"),
+    "%": ("latex", "tex", "erlang", "matlab", "prolog"),
+}
+_COMMENT_BY_SUFFIX = {
+    "#": (".py", ".pyi", ".sh", ".bash", ".rb", ".pl", ".r", ".yaml", ".yml", ".toml", ".ex", ".exs", ".jl", ".nim", ".ps1"),
+    "--": (".lua", ".sql", ".hs", ".elm", ".adb"),
+    ";;": (".el", ".lisp", ".clj", ".scm", ".rkt"),
+    "%": (".tex", ".erl", ".m"),
+}
+
+
+def comment_for(language: str, path: str) -> str:
+    """The line-comment marker of a file's language ("//" for the C family and anything unknown)."""
+    for marker, languages in _COMMENT_BY_LANGUAGE.items():
+        if language.lower() in languages:
+            return marker
+    suffix = PurePosixPath(path).suffix.lower()
+    for marker, suffixes in _COMMENT_BY_SUFFIX.items():
+        if suffix in suffixes:
+            return marker
+    return "//"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    uri: str
+    kind: str
+    """outline, edit or cursor."""
+    lines: tuple[str, ...]
+    text: str
+    """What the prompt gets: the header line and the lines, ending with a newline."""
+
+    @property
+    def key(self) -> frozenset[str]:
+        return frozenset(line.strip() for line in self.lines if line.strip())
+
+
+class Workspace:
+    """The documents' paths and languages, and the ring of chunks."""
+
+    def __init__(self, ring_size: int = RING_SIZE, chunk_lines: int = CHUNK_LINES):
+        self.ring_size, self.chunk_lines = ring_size, chunk_lines
+        self.ring: list[Chunk] = []
+        self.root: str | None = None
+        self._languages: dict[str, str] = {}
+
+    # -- what the editor tells -----------------------------------------------------------------
+    def opened(self, uri: str, text: str, language: str = "") -> None:
+        self._languages[uri] = language
+        lines = text.split("\n")
+        outline = [line.rstrip() for line in lines if DEFINITION.match(line)]
+        if outline:
+            self._add(self._chunk(uri, "outline", outline[: self.chunk_lines]))
+
+    def changed(self, uri: str, text: str, line: int) -> None:
+        """An edit at `line` (0-based): the text around it."""
+        self._add(self._around(uri, "edit", text, line))
+
+    def visited(self, uri: str, text: str, line: int) -> None:
+        """A suggestion was asked for at `line`: the text around the cursor."""
+        self._add(self._around(uri, "cursor", text, line))
+
+    def closed(self, uri: str) -> None:
+        self._languages.pop(uri, None)
+        self.ring = [c for c in self.ring if c.uri != uri]
+
+    # -- what a request gets -------------------------------------------------------------------
+    def context_for(self, uri: str, window: str) -> tuple[str, ...]:
+        """The chunks for a request in `uri` whose prefix and suffix are `window`: the other
+        documents' chunks in ring order, those much like the window left out, then the current
+        file's path. Empty when no other document has a chunk."""
+        seen = {line.strip() for line in window.split("\n") if line.strip()}
+        chosen = []
+        for chunk in self.ring:
+            if chunk.uri == uri:
+                continue
+            key = chunk.key
+            if key and len(key & seen) / len(key) > IN_WINDOW:
+                continue
+            chosen.append(chunk.text)
+        if not chosen:
+            return ()
+        return tuple(chosen) + (self._header(uri) + "\n",)
+
+    # -- the ring ------------------------------------------------------------------------------
+    def _add(self, chunk: Chunk | None) -> None:
+        if chunk is None:
+            return
+        key = chunk.key
+        kept = []
+        for old in self.ring:
+            if old.uri == chunk.uri and old.kind == chunk.kind and _similarity(old.key, key) > SIMILAR:
+                continue  # a near-duplicate: the newer one stands for both
+            kept.append(old)
+        kept.append(chunk)
+        self.ring = kept[-self.ring_size:]
+
+    def _around(self, uri: str, kind: str, text: str, line: int) -> Chunk | None:
+        lines = text.split("\n")
+        half = self.chunk_lines // 2
+        start = max(0, min(line - half, len(lines) - self.chunk_lines))
+        part = [ln.rstrip() for ln in lines[start:start + self.chunk_lines]]
+        while part and not part[-1].strip():
+            part.pop()
+        while part and not part[0].strip():
+            part.pop(0)
+        if not any(ln.strip() for ln in part):
+            return None
+        return self._chunk(uri, kind, part)
+
+    def _chunk(self, uri: str, kind: str, lines: list[str]) -> Chunk:
+        text = self._header(uri) + "\n" + "\n".join(lines) + "\n\n"
+        return Chunk(uri, kind, tuple(lines), text)
+
+    def _header(self, uri: str) -> str:
+        path = self.display_path(uri)
+        return f"{comment_for(self._languages.get(uri, ''), path)} {path}"
+
+    def display_path(self, uri: str) -> str:
+        """The document's path relative to the workspace root when inside it, else its full path."""
+        parsed = urlparse(uri)
+        path = unquote(parsed.path) if parsed.scheme == "file" else uri
+        if self.root:
+            root = self.root.rstrip("/") + "/"
+            if path.startswith(root):
+                return path[len(root):]
+        return path
+
+
+def _similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
