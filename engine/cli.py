@@ -1,10 +1,9 @@
-"""`spectab complete` and `spectab models`: the engine on the command line."""
+"""`spectab models`, and the model options and file reading that `spectab complete` (in
+lsp_server/complete_cli.py, which post-processes like the server) shares with the other commands."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from .errors import SpectabError
@@ -13,24 +12,6 @@ from .prompts import FIM_MODES
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser(
-        "complete",
-        help="complete a file at a position and print the completion",
-        description="Complete FILE at LINE:COL (1-based; COL counts characters, LINE:len+1 is the "
-        "end of the line) and print the target model's completion.",
-    )
-    p.add_argument("location", metavar="FILE:LINE:COL")
-    add_model_options(p)
-    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="most tokens to generate (default 64)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the default")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
-    p.add_argument("--single-line", action="store_true", help="stop at the end of the line")
-    p.add_argument("--json", action="store_true", help="print one JSON object: completion, tokens, stats")
-    p.set_defaults(run=run_complete)
-
     models = sub.add_parser("models", help="list profiles and download models", description="Profiles and model downloads.")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ls = msub.add_parser("list", help="show the profiles and whether their models are here")
@@ -102,55 +83,6 @@ def split_at(text: str, line: int, col: int, name: str) -> tuple[str, str]:
         raise SpectabError(f"{name}:{line} has {width} characters; column must be 1..{width + 1}")
     offset = sum(len(l) + 1 for l in lines[: line - 1]) + col - 1
     return text[:offset], text[offset:]
-
-
-def run_complete(args) -> int:
-    path, line, col = parse_location(args.location)
-    prefix, suffix = split_at(read_source(path), line, col, str(path))
-    if args.max_new_tokens < 1:
-        raise SpectabError("--max-new-tokens must be at least 1")
-    if args.context_tokens < 64:
-        raise SpectabError("--context-tokens must be at least 64")
-
-    check_model_options(args)
-
-    from .completer import Completer, EngineOptions
-    from .devices import set_threads
-    from .sampling import SamplingParams
-
-    set_threads(args.threads)
-    options = EngineOptions(context_tokens=args.context_tokens, max_new_tokens_limit=max(512, args.max_new_tokens))
-    completer = Completer.open(args.profile, args.target, args.draft, args.device, args.dtype, args.fim, options, args.quant)
-    params = SamplingParams(args.temperature, args.top_p, args.top_k, args.seed)
-    stream = None if args.json else _write_stdout
-    result = completer.complete(prefix, suffix, args.max_new_tokens, params, tuple(args.stop), args.single_line, on_text=stream)
-    s = result.stats
-    if args.json:
-        print(json.dumps({
-            "completion": result.text,
-            "tokens": result.tokens,
-            "stats": s.as_dict(),
-            "profile": completer.profile,
-            "target": completer.target_info.name,
-            "draft": completer.draft_name,
-            "fim": completer.fim,
-            "device": str(completer.device),
-            "quant": completer.quant,
-        }, ensure_ascii=False))
-    else:
-        sys.stdout.write("\n")
-        print(
-            f"spectab: {s.new_tokens} tokens in {(s.prefill_ms + s.decode_ms) / 1000:.2f} s "
-            f"({s.tokens_per_s:.1f} tok/s), {completer.profile} on {completer.device} ({completer.quant}), draft {completer.draft_name} "
-            f"accepted {s.draft_accepted}/{s.draft_proposed}, stop: {s.stop_reason}",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def run_models_list(args) -> int:

@@ -8,8 +8,12 @@ that file's language):
   worked on there, as llama.vim gathers its extra chunks.
 
 The ring holds at most `RING_SIZE` chunks, oldest first. A new chunk much like one already there
-(the same document, most lines shared) replaces it; the oldest goes when the ring is full. A
-request gets the ring's chunks of the other documents, in ring order, without the ones much like
+(the same document, most lines shared) replaces it; the oldest goes when the ring is full. The
+text around the latest edit or cursor of a document waits beside the ring until a request comes
+from another document (the user moved on, as llama.vim gathers a buffer's chunk when it is left):
+so while the user types in one file the ring does not change at all.
+
+A request gets the ring's chunks of the other documents, in ring order, without the ones much like
 its own window, plus the current file's path: the same chunks in the same order while the user
 types, so the engine keeps its cached prompt prefix. The engine takes the newest ones that fit
 `extraContextTokens`.
@@ -65,7 +69,7 @@ def comment_for(language: str, path: str) -> str:
 class Chunk:
     uri: str
     kind: str
-    """outline, edit or cursor."""
+    """outline (a document's definitions) or work (the text around an edit or a cursor)."""
     lines: tuple[str, ...]
     text: str
     """What the prompt gets: the header line and the lines, ending with a newline."""
@@ -81,6 +85,7 @@ class Workspace:
     def __init__(self, ring_size: int = RING_SIZE, chunk_lines: int = CHUNK_LINES):
         self.ring_size, self.chunk_lines = ring_size, chunk_lines
         self.ring: list[Chunk] = []
+        self.pending: dict[str, Chunk] = {}  # uri -> the text around its latest edit or cursor
         self.root: str | None = None
         self._languages: dict[str, str] = {}
 
@@ -93,15 +98,16 @@ class Workspace:
             self._add(self._chunk(uri, "outline", outline[: self.chunk_lines]))
 
     def changed(self, uri: str, text: str, line: int) -> None:
-        """An edit at `line` (0-based): the text around it."""
-        self._add(self._around(uri, "edit", text, line))
+        """An edit at `line` (0-based): the text around it joins the ring once the user moves on."""
+        self._hold(self._around(uri, "work", text, line))
 
     def visited(self, uri: str, text: str, line: int) -> None:
-        """A suggestion was asked for at `line`: the text around the cursor."""
-        self._add(self._around(uri, "cursor", text, line))
+        """A suggestion was asked for at `line`: the text around the cursor, likewise."""
+        self._hold(self._around(uri, "work", text, line))
 
     def closed(self, uri: str) -> None:
         self._languages.pop(uri, None)
+        self.pending.pop(uri, None)
         self.ring = [c for c in self.ring if c.uri != uri]
 
     # -- what a request gets -------------------------------------------------------------------
@@ -109,6 +115,8 @@ class Workspace:
         """The chunks for a request in `uri` whose prefix and suffix are `window`: the other
         documents' chunks in ring order, those much like the window left out, then the current
         file's path. Empty when no other document has a chunk."""
+        for other in [u for u in self.pending if u != uri]:
+            self._add(self.pending.pop(other))
         seen = {line.strip() for line in window.split("\n") if line.strip()}
         chosen = []
         for chunk in self.ring:
@@ -123,6 +131,10 @@ class Workspace:
         return tuple(chosen) + (self._header(uri) + "\n",)
 
     # -- the ring ------------------------------------------------------------------------------
+    def _hold(self, chunk: Chunk | None) -> None:
+        if chunk is not None:
+            self.pending[chunk.uri] = chunk
+
     def _add(self, chunk: Chunk | None) -> None:
         if chunk is None:
             return

@@ -13,6 +13,7 @@ from engine.errors import SpectabError, first_line
 from engine.logs import setup_logging
 from engine.service import cli as engine_service_cli
 from lsp_server import cli as server_cli
+from lsp_server import complete_cli
 from training import cli as training_cli
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    complete_cli.add_commands(sub)
     engine_cli.add_commands(sub)
     engine_service_cli.add_commands(sub)
     server_cli.add_commands(sub)

@@ -47,6 +47,25 @@ def test_the_default_runs_quantized_and_quant_none_runs_float(smollm2, tmp_path)
     assert outputs["auto"]["completion"] == outputs["none"]["completion"] == " a + b"
 
 
+def test_default_output_stops_at_the_block_end_and_raw_does_not(smollm2, tmp_path):
+    """The quickstart's cursor: the model goes on past `return a + b` (a blank line, a comment);
+    the default output is the suggestion the server would show, --raw is the model's text."""
+    src = tmp_path / "add.py"
+    src.write_text("def add(a, b):\n    return\n")
+    shown = spectab("complete", f"{src}:2:11", "--max-new-tokens", "20", "--draft", "none")
+    raw = spectab("complete", f"{src}:2:11", "--max-new-tokens", "20", "--draft", "none", "--raw")
+    as_json = spectab("complete", f"{src}:2:11", "--max-new-tokens", "20", "--draft", "none", "--json")
+    for r in (shown, raw, as_json):
+        assert r.returncode == 0, r.stderr
+    assert shown.stdout == " a + b\n" and "block end" in shown.stderr
+    assert raw.stdout.startswith(" a + b\n") and len(raw.stdout.strip().split("\n")) > 1
+    out = json.loads(as_json.stdout)
+    assert out["completion"] == " a + b" and out["stats"]["stop_reason"] == "block end"
+    assert out["raw_completion"].startswith(" a + b\n") and len(out["raw_completion"]) > len(out["completion"])
+    assert len(out["tokens"]) == out["stats"]["new_tokens"]
+    assert 0 < out["confidence"] <= 1
+
+
 def test_plain_output_streams_the_completion(smollm2, tmp_path):
     src = tmp_path / "add.py"
     src.write_text("def add(a, b):\n    return\n")
