@@ -59,6 +59,36 @@ function M.cmd_problem(cmd)
     .. "require('spectab').setup({ cmd = { '/path/to/venv/bin/python', '-m', 'spectab', 'serve' } })"):format(cmd[1])
 end
 
+-- Vim hands a float inside a dictionary back to Lua as { [vim.type_idx] = vim.types.float,
+-- [vim.val_idx] = x }. vim.lsp.completion keeps its item in v:completed_item, so the confidence
+-- in spectab.accepted's arguments comes back like that, and JSON cannot encode a boolean key.
+local function plain(v)
+  if type(v) ~= 'table' then
+    return v
+  elseif v[vim.type_idx] == vim.types.float then
+    return v[vim.val_idx]
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    if k ~= vim.type_idx and k ~= vim.val_idx then
+      out[k] = plain(x)
+    end
+  end
+  return (next(out) == nil and v[vim.type_idx] == vim.types.dictionary) and vim.empty_dict() or out
+end
+
+-- Client-side handler of the items' command (Neovim runs it instead of sending it as is): sends
+-- workspace/executeCommand with plain arguments.
+local commands = {
+  ['spectab.accepted'] = function(command, ctx)
+    local client = vim.lsp.get_client_by_id(ctx.client_id)
+    if client then
+      M.request(client, 'workspace/executeCommand',
+        { command = command.command, arguments = plain(command.arguments) }, function() end, ctx.bufnr)
+    end
+  end,
+}
+
 local told = {}
 local function tell_once(msg, level)
   if not told[msg] then
@@ -91,6 +121,7 @@ function M.start(buf, spectab)
     root_dir = root_dir(buf, spectab.config),
     init_options = spectab.payload(),
     settings = { spectab = spectab.payload() }, -- what workspace/configuration answers
+    commands = commands,
     on_attach = function(client, bufnr)
       spectab.on_attach(client, bufnr)
     end,
