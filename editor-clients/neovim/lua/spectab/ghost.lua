@@ -1,6 +1,7 @@
 -- The fallback (Neovim 0.10/0.11, or mode = 'fallback'): this plugin requests
 -- textDocument/inlineCompletion itself and draws the suggestion with extmarks.
 local lsp = require('spectab.lsp')
+local part = require('spectab.part')
 local uv = vim.uv or vim.loop
 
 local M = {}
@@ -12,8 +13,10 @@ end
 highlight()
 vim.api.nvim_create_autocmd('ColorScheme', { callback = highlight }) -- :hi clear drops it
 
--- per buffer: client_id, timer, req (pending request id), items, index, row/col/text (the
--- suggestion on screen: the cursor it belongs to and what is left of it), augroup
+-- per buffer: client_id, timer, req (pending request id), items, index, full (each item's text
+-- as shown when the answer came, false when unusable), taken (what of it has been typed or
+-- accepted since), row/col/text (the suggestion on screen: the cursor it belongs to and what is
+-- left of it), quiet (the changedtick and cursor of our own partial insert), augroup
 local bufs = {}
 
 local function hide(buf)
@@ -98,21 +101,23 @@ local function visible_text(buf, item, row, col, encoding)
   return text ~= '' and text or nil
 end
 
-local function select(buf, index, hint)
+-- Show item `index`, or the next one in direction `step` that still fits what has been typed or
+-- accepted since the answer (its text starts with `taken` and goes on).
+local function select(buf, index, step, hint)
   local s = bufs[buf]
-  local client = vim.lsp.get_client_by_id(s.client_id)
   local n = #s.items
-  if n == 0 or not client then
-    return hide(buf)
+  for tries = 0, n - 1 do
+    local i = (index - 1 + tries * step) % n + 1
+    local full = s.full[i]
+    if full and #full > #s.taken and full:sub(1, #s.taken) == s.taken then
+      s.index = i
+      s.row, s.col = unpack(vim.api.nvim_win_get_cursor(0))
+      s.text = full:sub(#s.taken + 1)
+      draw(buf, hint and n > 1 and (' (%d/%d)'):format(i, n) or nil)
+      return
+    end
   end
-  s.index = (index - 1) % n + 1
-  local row, col = unpack(vim.api.nvim_win_get_cursor(0))
-  s.row, s.col = row, col
-  s.text = visible_text(buf, s.items[s.index], row, col, client.offset_encoding)
-  if not s.text then
-    return hide(buf)
-  end
-  draw(buf, hint and n > 1 and (' (%d/%d)'):format(s.index, n) or nil)
+  hide(buf)
 end
 
 --- Ask the server now. `kind`: 1 invoked (the server answers at once), 2 automatic (it debounces).
@@ -148,7 +153,11 @@ function M.request(buf, kind)
       return
     end
     s.items = (result and (result.items or result)) or {}
-    select(buf, 1)
+    s.full, s.taken = {}, ''
+    for i, item in ipairs(s.items) do
+      s.full[i] = visible_text(buf, item, cursor[1], cursor[2], client.offset_encoding) or false
+    end
+    select(buf, 1, 1)
   end, buf)
   if ok then
     id = req
@@ -162,6 +171,11 @@ local function changed(buf)
   if not require('spectab').config.enabled then
     return
   end
+  local q = s.quiet
+  if q and q[1] == vim.api.nvim_buf_get_changedtick(buf) and vim.deep_equal(q[2], vim.api.nvim_win_get_cursor(0)) then
+    return -- our own partial accept: the rest is already on screen, and no new request is needed
+  end
+  s.quiet = nil
   if s.text then
     local row, col = unpack(vim.api.nvim_win_get_cursor(0))
     local line = vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1] or ''
@@ -169,6 +183,7 @@ local function changed(buf)
     if typed and s.text:sub(1, #typed) == typed and #typed < #s.text then
       if #typed > 0 then
         s.text, s.row, s.col = s.text:sub(#typed + 1), row, col
+        s.taken = s.taken .. typed
         draw(buf)
       end
     else
@@ -186,7 +201,7 @@ function M.attach(client, buf, config)
     bufs[buf].client_id = client.id
     return
   end
-  local s = { client_id = client.id, timer = uv.new_timer(), delay = config.delay_ms, items = {}, index = 1 }
+  local s = { client_id = client.id, timer = uv.new_timer(), delay = config.delay_ms, items = {}, full = {}, taken = '', index = 1 }
   bufs[buf] = s
   s.augroup = vim.api.nvim_create_augroup('spectab.ghost.' .. buf, { clear = true })
   vim.api.nvim_create_autocmd({ 'InsertEnter', 'TextChangedI', 'CursorMovedI' }, {
@@ -259,13 +274,55 @@ function M.accept()
   return true
 end
 
+--- Insert the next word or line of the suggestion (`kind`: 'word' or 'line') and show the rest
+--- from what is already here, with no new request. The last piece is a whole accept.
+function M.accept_part(kind)
+  local buf = vim.api.nvim_get_current_buf()
+  local s = bufs[buf]
+  if not (s and s.text) then
+    return false
+  end
+  local piece = part[kind](s.text)
+  if #piece >= #s.text then
+    return M.accept()
+  end
+  local row, col = s.row, s.col
+  vim.schedule(function()
+    if not s.text or not vim.deep_equal(vim.api.nvim_win_get_cursor(0), { row, col }) then
+      return
+    end
+    cancel(buf) -- a pending automatic request would replace what is shown
+    local lines = vim.split(piece, '\n', { plain = true })
+    vim.api.nvim_buf_set_text(buf, row - 1, col, row - 1, col, lines)
+    local cursor = { row + #lines - 1, (#lines == 1 and col or 0) + #lines[#lines] }
+    vim.api.nvim_win_set_cursor(0, cursor)
+    s.taken, s.text = s.taken .. piece, s.text:sub(#piece + 1)
+    s.row, s.col = cursor[1], cursor[2]
+    s.quiet = { vim.api.nvim_buf_get_changedtick(buf), cursor }
+    draw(buf)
+    local client = vim.lsp.get_client_by_id(s.client_id)
+    if client then
+      part.tell(client, buf, piece)
+    end
+  end)
+  return true
+end
+
+function M.accept_word()
+  return M.accept_part('word')
+end
+
+function M.accept_line()
+  return M.accept_part('line')
+end
+
 function M.cycle(count)
   local buf = vim.api.nvim_get_current_buf()
   local s = bufs[buf]
   if not (s and s.text) then
     return false
   end
-  select(buf, s.index + count, true)
+  select(buf, s.index + count, count < 0 and -1 or 1, true)
   return true
 end
 

@@ -13,6 +13,7 @@ M.server_keys = {
   'profile', 'target', 'draft', 'device', 'maxNewTokens', 'temperature', 'debounceMs',
   'deadlineMs', 'multiline', 'contextTokens', 'languages', 'fim', 'dtype', 'quant', 'threads',
   'engine', 'engineApi', 'engineModel', 'engineApiKeyEnv', 'kvLanes', 'idleMinutes',
+  'extraContextTokens', 'minConfidence', 'candidates', 'draftFim',
 }
 
 local defaults = {
@@ -29,6 +30,8 @@ local defaults = {
   mode = 'auto',
   keys = {
     accept = '<Tab>', -- a normal Tab when there is no suggestion
+    accept_word = '<M-Right>', -- the next word of it (as in copilot.vim)
+    accept_line = '<M-Down>', -- the next line of it
     next = '<M-]>',
     prev = '<M-[>',
     dismiss = '<C-]>',
@@ -175,6 +178,18 @@ end
 
 function M.accept()
   return impl().accept()
+end
+
+--- Insert the suggestion's next word (leading whitespace, then a run of word characters or of
+--- punctuation) / next line (up to and including its newline); the rest stays shown.
+function M.accept_word()
+  local f = impl().accept_word
+  return f and f() or false
+end
+
+function M.accept_line()
+  local f = impl().accept_line
+  return f and f() or false
 end
 
 function M.next()

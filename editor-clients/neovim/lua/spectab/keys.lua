@@ -4,6 +4,8 @@ local M = {}
 
 local actions = {
   accept = { 'accept', 'accept the suggestion' },
+  accept_word = { 'accept_word', 'accept the next word of the suggestion' },
+  accept_line = { 'accept_line', 'accept the next line of the suggestion' },
   next = { 'next', 'next suggestion' },
   prev = { 'prev', 'previous suggestion' },
   dismiss = { 'dismiss', 'dismiss the suggestion' },

@@ -152,8 +152,8 @@ end
 local order = {
   'state', 'error', 'profile', 'target', 'draft', 'device', 'engine', 'enginePid', 'engineUrl', 'engineKey',
   'lane', 'requests', 'generations', 'typedAhead',
-  'superseded', 'empty', 'acceptedSuggestions', 'lastLatencyMs', 'lastStopReason', 'acceptanceRate',
-  'prefixCacheHitRate',
+  'superseded', 'empty', 'acceptedSuggestions', 'confidenceCut', 'confidenceHidden', 'lastLatencyMs',
+  'lastStopReason', 'acceptanceRate', 'prefixCacheHitRate',
 }
 
 --- The lines :SpectabStatus shows for a `spectab/status` answer.
@@ -172,6 +172,9 @@ function M.lines(server)
     if v ~= nil and v ~= vim.NIL then
       if key == 'acceptanceRate' or key == 'prefixCacheHitRate' then
         v = pct(v)
+      elseif key == 'acceptedSuggestions' and type(server.partialAccepts) == 'number' then
+        -- whole suggestions taken, and beside them the words and lines taken of others
+        v = ('%s (+%d partial)'):format(tostring(v), server.partialAccepts)
       end
       table.insert(lines, ('%-20s %s'):format(key, tostring(v)))
     end
