@@ -130,3 +130,50 @@ def test_start_failure_toggle_and_restart(smollm2, tmp_path, capsys):
     assert "[info] spectab: spectab serve starting" in result["log"], result["log"]
     # one start after the setting changed, one from Restart Server
     assert (logs / "server.log").read_text().count("spectab serve starting") == 2
+
+
+
+# the offline model's greedy suggestion after `self.` is two lines, the first with several words
+# (`x = x` / `        self.y = y` when this was written); the test reads it from the ghost text
+PARTIAL_SOURCE = "class Point:\n    def __init__(self, x, y):\n        self\n"
+
+
+def test_partial_accept_word_line_rest(smollm2, tmp_path, capsys):
+    """Typing `.` brings a multi-line suggestion; Ctrl+Right takes its next word and Alt+End its
+    next line (the extension's commands around VS Code's own), the rest staying as ghost text each
+    time; Tab takes the rest. The file on disk has exactly the suggestion shown, and the server
+    counted two partial accepts and one accepted suggestion."""
+    require(harness.missing())
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "point.py").write_text(PARTIAL_SOURCE)
+    screenshot = artifacts(tmp_path) / "vscode-partial.png"
+    env = {**os.environ, "SPECTAB_LOG_DIR": str(tmp_path / "server-log")}
+    settings = {
+        "spectab.server.python": sys.executable,
+        "spectab.profile": "smollm2-135m",
+        "spectab.device": "cpu",
+        "spectab.deadlineMs": 30000,
+        # the models in this server: no engine process left behind for a later test to find
+        "spectab.engine": "inprocess",
+    }
+    counted = "accepted suggestions 1, partial accepts 2"
+    with harness.code_server(workspace, settings, tmp_path, env) as (url, _settings_path):
+        result = harness.run_driver("partial.mjs", {
+            "url": url, "fileName": "point.py", "file": str(workspace / "point.py"), "line": 3, "type": ".",
+            "screenshot": str(screenshot), "countedPattern": re.escape(counted) + r"\b",
+        }, tmp_path, timeout=150)
+    with capsys.disabled():
+        print(f"\nVS Code screenshots: {screenshot} (suggestion), {result.get('screenshotAfter')} (accepted, saved)")
+    assert "error" not in result, result["error"] + f"\nstatus: {result.get('lastStatus')}\nscreenshot: {screenshot}"
+    lines = result["suggestion"]
+    assert len(lines) >= 2 and len(re.findall(r"\w+", lines[0])) >= 2, (
+        f"the offline model's suggestion here changed to {lines!r}; pick a spot where it is several lines, several words on the first")
+    word_step, line_step = result["steps"][0]["ghost"], result["steps"][1]["ghost"]
+    # the word came off the first line, the rest stayed visible; then the whole first line went
+    assert word_step[1:] == lines[1:] and lines[0].endswith(word_step[0]) and 0 < len(word_step[0]) < len(lines[0]), word_step
+    assert line_step == lines[1:], line_step
+    assert result["tabs"] >= 1
+    saved = (workspace / "point.py").read_text()
+    assert saved == PARTIAL_SOURCE.replace("self\n", "self." + "\n".join(lines) + "\n"), saved
+    assert counted in result["countedStatus"], result["countedStatus"]

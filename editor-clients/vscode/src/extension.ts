@@ -8,16 +8,21 @@ import {
   DidChangeConfigurationNotification,
   ErrorAction,
   ErrorHandler,
+  ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
   RevealOutputChannelOn,
   ServerOptions,
   TransportKind,
 } from "vscode-languageclient/node";
+import { handlesLanguage, partialAcceptArgs, ShownSuggestions, stepOutcome } from "./partial";
 import { needsRestart, serverCommand, serverSettings, startFailureMessage } from "./settings";
 import { formatStatus, ServerStatus, stderrLevel } from "./status";
 
 const STATUS_METHOD = "spectab/status";
+const ACCEPTED_COMMAND = "spectab.accepted";
+/** the keybindings' `when`: the active editor's language is one spectab completes in */
+const HANDLES_CONTEXT = "spectab.handlesLanguage";
 const POLL_MS = 3000;
 
 /** Our own start-failure message says what to do; the client's generic one would only repeat it. */
@@ -33,6 +38,7 @@ let output: vscode.LogOutputChannel;
 let item: vscode.StatusBarItem;
 let timer: NodeJS.Timeout | undefined;
 let lastStatus: ServerStatus | undefined;
+const shown = new ShownSuggestions();
 
 function pipeLines(input: NodeJS.ReadableStream, channel: vscode.LogOutputChannel): void {
   readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on("line", (line) => channel[stderrLevel(line)](line));
@@ -55,10 +61,17 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("spectab.showLog", () => output.show(true)),
     vscode.commands.registerCommand("spectab.toggleCompletions", toggle),
     vscode.commands.registerCommand("spectab.showMenu", menu),
+    vscode.commands.registerCommand("spectab.acceptNextWord", () => acceptNext("editor.action.inlineSuggest.acceptNextWord")),
+    vscode.commands.registerCommand("spectab.acceptNextLine", () => acceptNext("editor.action.inlineSuggest.acceptNextLine")),
     vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
+    vscode.window.onDidChangeActiveTextEditor(updateContext),
+    // a language mode change reopens the document under its new languageId
+    vscode.workspace.onDidOpenTextDocument(updateContext),
+    vscode.workspace.onDidCloseTextDocument((doc) => shown.forget(doc.uri.toString())),
     { dispose: () => timer && clearInterval(timer) },
   );
   timer = setInterval(() => void refresh(), POLL_MS);
+  updateContext();
   await start();
 }
 
@@ -145,8 +158,18 @@ async function start(): Promise<void> {
     initializationOptions: serverSettings(get),
     errorHandler: errorHandler(),
     middleware: {
-      provideInlineCompletionItems: (document, position, context, token, next) =>
-        enabled() ? next(document, position, context, token) : undefined,
+      // every item goes through (the server's candidates, for Alt+] / Alt+[); each is remembered
+      // so a word or line step can tell a partial accept from a whole one
+      provideInlineCompletionItems: async (document, position, context, token, next) => {
+        if (!enabled()) {
+          return undefined;
+        }
+        const answer = await next(document, position, context, token);
+        const items = Array.isArray(answer) ? answer : answer?.items ?? [];
+        shown.add(document.uri.toString(), items.flatMap((it) => typeof it.insertText === "string"
+          ? [{ start: document.offsetAt(it.range?.start ?? position), text: it.insertText }] : []));
+        return answer;
+      },
       // VS Code shows the inline item; a completion request would only supersede it in the server
       // (the newest request per document wins) and duplicate it in the suggest widget
       provideCompletionItem: () => undefined,
@@ -197,10 +220,40 @@ async function restart(): Promise<void> {
   await start();
 }
 
+/** Runs VS Code's own partial accept, then tells the server how many characters it took, unless
+ * the step took the whole rest: VS Code then accepts the item, whose own command tells the server. */
+async function acceptNext(builtin: string): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const before = editor && { doc: editor.document, version: editor.document.version, offset: editor.document.offsetAt(editor.selection.active) };
+  await vscode.commands.executeCommand(builtin);
+  const current = client;
+  if (!editor || !before || before.doc.version === before.version || !current?.isRunning()) {
+    return;
+  }
+  const { doc } = before;
+  const after = doc.offsetAt(editor.selection.active);
+  const step = stepOutcome(shown.get(doc.uri.toString()), (a, b) => doc.getText(new vscode.Range(doc.positionAt(a), doc.positionAt(b))),
+    before.offset, after);
+  if (step.kind !== "partial") {
+    return;
+  }
+  const args = partialAcceptArgs(current.code2ProtocolConverter.asUri(doc.uri), step.chars);
+  current.sendRequest(ExecuteCommandRequest.type, { command: ACCEPTED_COMMAND, arguments: args })
+    .then(undefined, (err) => output.warn(`${ACCEPTED_COMMAND} (partial): ${err instanceof Error ? err.message : String(err)}`));
+}
+
+/** Sets the keybindings' context key for the active editor. */
+function updateContext(): void {
+  const doc = vscode.window.activeTextEditor?.document;
+  const handles = Boolean(doc) && enabled() && ["file", "untitled"].includes(doc!.uri.scheme) && handlesLanguage(get("languages"), doc!.languageId);
+  void vscode.commands.executeCommand("setContext", HANDLES_CONTEXT, handles);
+}
+
 function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): void {
   if (!event.affectsConfiguration("spectab")) {
     return;
   }
+  updateContext();
   if (needsRestart((section) => event.affectsConfiguration(section))) {
     void restart();
     return;

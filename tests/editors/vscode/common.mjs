@@ -177,3 +177,25 @@ export async function waitForNotification(page, pattern, timeoutMs) {
   log(`notification: ${text}`);
   return text;
 }
+
+/** The visible ghost text as lines, top to bottom, or null: a multi-line suggestion's first line
+ * sits in the cursor's line (`.ghost-text-decoration`), the others in a zone below it
+ * (`.ghost-text` spans), a blank one as a line without spans. */
+export async function ghostLines(page) {
+  return page.evaluate(() => {
+    const parts = [...document.querySelectorAll(".monaco-editor .ghost-text-decoration, .monaco-editor span.ghost-text")]
+      .map((el) => ({ text: (el.textContent ?? "").replace(/\u00a0/g, " "), box: el.getBoundingClientRect() }))
+      .filter(({ box }) => box.width > 0 || box.height > 0);
+    if (!parts.length) return null;
+    const height = document.querySelector(".monaco-editor .view-lines .view-line")?.getBoundingClientRect().height || parts[0].box.height;
+    parts.sort((a, b) => a.box.top - b.box.top || a.box.left - b.box.left);
+    const first = parts[0].box.top;
+    const lines = [];
+    for (const { text, box } of parts) {
+      const row = Math.round((box.top - first) / height);
+      while (lines.length <= row) lines.push("");
+      lines[row] += text;
+    }
+    return lines;
+  });
+}
