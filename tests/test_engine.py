@@ -358,3 +358,28 @@ def test_relative_model_paths_name_the_same_engine(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     as_engine = dict(engine_settings(settings), target=passed)
     assert engine_key(as_engine) == engine_key(engine_settings(Settings(target=str(tmp_path / "models" / "m.gguf"), draft="none")))
+
+
+def test_the_shared_engine_gets_context_and_answers_candidates_with_confidence(tiny_models, runtime, tmp_path):
+    """Through the socket: the other document's chunk is in the prompt the engine built, an
+    explicit request gets alternatives, an automatic one the greedy suggestion only."""
+    client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path / "ctx"), "SPECTAB_DEBUG_PROMPTS": "1"})
+    try:
+        client.initialize(tiny_options(tiny_models, candidates=3, extraContextTokens=256))
+        assert client.wait_ready()["engine"] == "shared"
+        other, here = "file:///work/util.py", "file:///work/main.py"
+        client.open(other, "def scale_by_factor(values, factor):\n    return [v * factor for v in values]\n")
+        client.open(here, SOURCE)
+        explicit = client.inline(here, 4, 10)
+        status = client.request("spectab/status", {"uri": here})
+        assert "def scale_by_factor(values, factor):" in status["lastPrompt"]
+        assert status["lane"] == here and status["engine"] == "shared"
+        assert 2 <= len(explicit) <= 3 and len({i["insertText"] for i in explicit}) == len(explicit)
+        for n, item in enumerate(explicit):
+            assert item["data"]["candidate"] == n and 0 < item["data"]["confidence"] <= 1
+            assert item["command"]["arguments"][0]["confidence"] == item["data"]["confidence"]
+        client.change(here, 2, 4, 10, 4, 10, " ")
+        automatic = client.inline(here, 4, 11, trigger=2)
+        assert len(automatic) <= 1
+    finally:
+        assert client.close() == 0

@@ -290,3 +290,32 @@ def test_tcp_mode(tiny_models, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_confidence_cut_and_hidden_counts_and_partial_accepts(tiny_models, tmp_path):
+    """A random model is unsure of everything: at a threshold above its probabilities nothing is
+    shown and the status says so; `spectab.accepted` with partial counts apart from whole."""
+    client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
+    try:
+        client.initialize({"target": str(tiny_models["target"]), "draft": "ngram", "device": "cpu", "fim": "none",
+                           "maxNewTokens": 8, "minConfidence": 0.99, "extraContextTokens": 0, "engine": "inprocess"})
+        client.wait_ready()
+        client.open(URI, SOURCE)
+        assert client.inline(URI, 4, 10) == []
+        status = client.request("spectab/status", {})
+        assert status["confidenceHidden"] == 1 and status["confidenceCut"] == 0 and status["lastStopReason"] == "confidence"
+        client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"minConfidence": 0, "candidates": 3}}})
+        time.sleep(0.5)
+        items = client.inline(URI, 4, 10)
+        assert 1 < len(items) <= 3 and all(0 < i["data"]["confidence"] <= 1 for i in items)
+        args = items[0]["command"]["arguments"]
+        client.request("workspace/executeCommand", {"command": "spectab.accepted", "arguments": [{**args[0], "partial": True}]})
+        client.request("workspace/executeCommand", {"command": "spectab.accepted", "arguments": [{**args[0], "partial": True}]})
+        client.request("workspace/executeCommand", {"command": "spectab.accepted", "arguments": args})
+        status = client.request("spectab/status", {})
+        assert status["partialAccepts"] == 2 and status["acceptedSuggestions"] == 1 and status["alternatives"] >= 1
+        # the menu (eglot's path) lists the candidates too, greedy first
+        menu = client.request("textDocument/completion", {"textDocument": {"uri": URI}, "position": {"line": 4, "character": 10}})
+        assert menu["items"][0]["sortText"] == "00" and menu["items"][0]["data"]["candidate"] == 0
+    finally:
+        client.close()
