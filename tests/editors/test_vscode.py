@@ -177,3 +177,41 @@ def test_partial_accept_word_line_rest(smollm2, tmp_path, capsys):
     saved = (workspace / "point.py").read_text()
     assert saved == PARTIAL_SOURCE.replace("self\n", "self." + "\n".join(lines) + "\n"), saved
     assert counted in result["countedStatus"], result["countedStatus"]
+
+
+# an explicit request here gets two different candidates from the offline model (` return a + b`
+# and ` a += b` when this was written); the test reads them from the ghost text
+CYCLE_SOURCE = "def add(a, b):\n    \n"
+
+
+def test_cycling_through_candidates(smollm2, tmp_path, capsys):
+    """Alt+\\ asks explicitly and the server returns several candidates, all of which reach VS
+    Code: Alt+] shows another, Alt+[ the first again; Tab after Alt+] writes that second one, and
+    the server counts it as one accepted suggestion."""
+    require(harness.missing())
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "add.py").write_text(CYCLE_SOURCE)
+    screenshot = artifacts(tmp_path) / "vscode-cycle.png"
+    env = {**os.environ, "SPECTAB_LOG_DIR": str(tmp_path / "server-log")}
+    settings = {
+        "spectab.server.python": sys.executable,
+        "spectab.profile": "smollm2-135m",
+        "spectab.device": "cpu",
+        # several candidates on a busy CPU: the default 4 s deadline would drop alternatives
+        "spectab.deadlineMs": 60000,
+        "spectab.engine": "inprocess",
+    }
+    with harness.code_server(workspace, settings, tmp_path, env) as (url, _settings_path):
+        result = harness.run_driver("cycle.mjs", {
+            "url": url, "fileName": "add.py", "file": str(workspace / "add.py"), "line": 2, "screenshot": str(screenshot),
+        }, tmp_path, timeout=200)
+    with capsys.disabled():
+        print(f"\nVS Code screenshot: {screenshot} (first candidate)")
+    assert "error" not in result, result["error"] + f"\nstatus: {result.get('lastStatus')}\nscreenshot: {screenshot}"
+    first, second = result["first"], result["next"]
+    assert second not in (None, first), f"Alt+] showed no other suggestion (first {first!r}, then {second!r}): one candidate reached VS Code"
+    assert result["previous"] == first and result["accepted"] == second, result
+    saved = (workspace / "add.py").read_text()
+    assert saved == CYCLE_SOURCE.replace("    \n", "    " + "\n".join(second) + "\n"), saved
+    assert "accepted suggestions 1, partial accepts 0" in result["countedStatus"], result["countedStatus"]

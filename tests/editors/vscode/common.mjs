@@ -199,3 +199,41 @@ export async function ghostLines(page) {
     return lines;
   });
 }
+
+/** The ghost text lines once they hold still (a multi-line suggestion's decorations arrive in pieces). */
+export async function steadyGhost(page) {
+  let shown = await ghostLines(page);
+  for (let same = 0; same < 4; ) {
+    await page.waitForTimeout(150);
+    const again = await ghostLines(page);
+    same = JSON.stringify(again) === JSON.stringify(shown) ? same + 1 : 0;
+    shown = again;
+  }
+  return shown;
+}
+
+/** Presses `key` and returns the ghost text lines once they differ from `before` (null: gone), or
+ * what is shown after `timeoutMs` if nothing changed. */
+export async function pressForGhost(page, key, before, timeoutMs = 10000) {
+  await page.keyboard.press(key);
+  const end = Date.now() + timeoutMs;
+  let now = await ghostLines(page);
+  while (JSON.stringify(now) === JSON.stringify(before) && Date.now() < end) {
+    await page.waitForTimeout(50);
+    now = await ghostLines(page);
+  }
+  log(`${key}: ghost text ${JSON.stringify(now)}`);
+  return now;
+}
+
+/** Ctrl+S, then the file's text once it differs from `original` (or after 15 s). */
+export async function saveAndRead(page, file, original) {
+  await page.keyboard.press("Control+S");
+  const end = Date.now() + 15000;
+  while (Date.now() < end && readFileSync(file, "utf8") === original) {
+    await page.waitForTimeout(100);
+  }
+  const saved = readFileSync(file, "utf8");
+  log(`on disk: ${JSON.stringify(saved)}`);
+  return saved;
+}
