@@ -161,7 +161,7 @@ function M.request(buf, kind)
   end, buf)
   if ok then
     id = req
-    s.req = req
+    s.req, s.asked = req, { tick, cursor }
   end
 end
 
@@ -176,6 +176,10 @@ local function changed(buf)
     return -- our own partial accept: the rest is already on screen, and no new request is needed
   end
   s.quiet = nil
+  local a = s.asked
+  if s.req and a and a[1] == vim.api.nvim_buf_get_changedtick(buf) and vim.deep_equal(a[2], vim.api.nvim_win_get_cursor(0)) then
+    return -- nothing changed since the request in flight was made (a late CursorMovedI): keep it
+  end
   if s.text then
     local row, col = unpack(vim.api.nvim_win_get_cursor(0))
     local line = vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1] or ''
