@@ -194,6 +194,26 @@ def test_partial_accept_native_012(smollm2, tmp_path):
     check_partial(result, disk)
 
 
+def test_cycle_through_the_candidates_fallback_012(smollm2, tmp_path):
+    """<M-\\> asks explicitly (several suggestions); <M-]> / <M-[> show them in turn; Tab takes the
+    one shown."""
+    # short suggestions: the server generates each candidate, which takes long on a busy CPU
+    result, disk = drive(need(nvim_012(), "Neovim 0.12"), "fallback", tmp_path, source_text=PARTIAL_SOURCE,
+                         SPECTAB_TEST_SCENARIO="cycle", SPECTAB_TEST_ROW=str(PARTIAL_ROW), SPECTAB_TEST_MAX_TOKENS="12")
+    shown = result["shown"]
+    assert len(shown) == 4, result
+    n = int(shown[1]["hint"].split("/")[1].rstrip(")")) if shown[1]["hint"] else 1
+    assert n in (2, 3), f"the server should answer 2..3 candidates: {shown}"
+    # first the greedy one (no hint), then 2, 3 (or 1 again with two), then 2
+    assert [s["hint"] for s in shown] == [None, f" (2/{n})", f" ({3 if n == 3 else 1}/{n})", f" (2/{n})"], shown
+    assert shown[1]["text"] != shown[0]["text"] and shown[3]["text"] == shown[1]["text"], shown
+    if n == 2:
+        assert shown[2]["text"] == shown[0]["text"], shown
+    lines = PARTIAL_SOURCE.split("\n")
+    before, tail = "\n".join(lines[:PARTIAL_ROW]), "\n".join(lines[PARTIAL_ROW:])
+    assert disk == before + shown[3]["text"] + "\n" + tail, (disk, shown)
+
+
 def test_server_keys_are_the_servers_settings(tmp_path):
     from dataclasses import fields
 

@@ -6,6 +6,8 @@
 -- With SPECTAB_TEST_SCENARIO=partial instead: at $SPECTAB_TEST_ROW's end, wait for a suggestion,
 -- take its next word (<M-Right>), its next line (<M-Down>), then the rest (Tab); write the file;
 -- read the server's counts of partial and whole accepts.
+-- With SPECTAB_TEST_SCENARIO=cycle (fallback mode): there, ask explicitly (<M-\>), cycle with
+-- <M-]> <M-]> <M-[>, accept with Tab, write the file.
 --
 -- Keys are fed from timers: vim.wait() does not process typed keys, so each step polls with a
 -- timer and feeds the next keys when its condition holds.
@@ -85,7 +87,9 @@ local function line2()
   return vim.api.nvim_buf_get_lines(buf, 1, 2, false)[1]
 end
 
--- The ghost text on screen: the text of the extmarks in the mode's namespace, or nil.
+-- The ghost text on screen: the text of the extmarks in the mode's namespace, or nil. A chunk
+-- ` (i/n)` is the cycling hint, kept apart in `hint`.
+local hint
 local function ghost()
   if spectab.mode == 'completion' then
     -- the menu's entries (headless Neovim draws no menu: pumvisible() stays 0)
@@ -104,16 +108,22 @@ local function ghost()
   if not ns then
     return nil
   end
+  hint = nil
   for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(buf, ns, 0, -1, { details = true })) do
     local text = {}
-    for _, chunk in ipairs(mark[4].virt_text or {}) do
-      table.insert(text, chunk[1])
+    local function add(chunks)
+      for i, chunk in ipairs(chunks) do
+        if i > 1 and chunk[1]:match('^ %(%d+/%d+%)$') then
+          hint = chunk[1]
+        else
+          table.insert(text, chunk[1])
+        end
+      end
     end
+    add(mark[4].virt_text or {})
     for _, l in ipairs(mark[4].virt_lines or {}) do
       table.insert(text, '\n')
-      for _, chunk in ipairs(l) do
-        table.insert(text, chunk[1])
-      end
+      add(l)
     end
     return table.concat(text)
   end
@@ -161,7 +171,7 @@ function steps.ready()
         return
       elseif s and s.state == 'ready' then
         log('server ready')
-        step = env.SPECTAB_TEST_SCENARIO == 'partial' and 'partial' or 'plain_tab'
+        step = ({ partial = 'partial', cycle = 'cycle' })[env.SPECTAB_TEST_SCENARIO] or 'plain_tab'
         steps[step]()
       elseif s and s.state == 'error' then
         finish('the server failed to load: ' .. tostring(s.error))
@@ -308,6 +318,40 @@ function steps.partial()
     stage, shown, asked = stage + 1, g, requests
     lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
     keys(plan[stage][2])
+    return false
+  end)
+end
+
+-- Cycling: each step records the ghost text and its ` (i/n)` hint once the text has changed.
+function steps.cycle()
+  vim.api.nvim_win_set_cursor(0, { tonumber(env.SPECTAB_TEST_ROW), 0 })
+  keys('A', 'n')
+  vim.schedule(function()
+    keys('<M-\\>')
+  end)
+  local plan = { '<M-]>', '<M-]>', '<M-[>', '<Tab>' }
+  local stage, last = 0, nil
+  result.shown = {}
+  poll(10, function()
+    local g = ghost()
+    if stage == #plan then
+      if g then
+        return false
+      end
+      keys('<Esc>', 'n')
+      vim.schedule(guard(function()
+        vim.cmd.write()
+        finish(nil)
+      end))
+      return true
+    end
+    local seen = g and (g .. (hint or ''))
+    if not g or seen == last then
+      return false
+    end
+    table.insert(result.shown, { text = g, hint = hint or vim.NIL })
+    stage, last = stage + 1, seen
+    keys(plan[stage])
     return false
   end)
 end
