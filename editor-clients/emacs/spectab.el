@@ -18,8 +18,11 @@
 ;;   (textDocument/inlineCompletion) when Emacs has been idle for
 ;;   `spectab-idle-delay' seconds after an edit, and shows it as ghost
 ;;   text at point.  TAB (`spectab-accept-keys') inserts it; TAB keeps its
-;;   usual binding whenever no suggestion is shown.  Any other input
-;;   dismisses the suggestion, except typing its own next characters.
+;;   usual binding whenever no suggestion is shown.  M-f and C-e insert
+;;   its next word or line (`spectab-accept-word', `spectab-accept-line'),
+;;   M-n and M-p show the other suggestions of the answer (`spectab-next',
+;;   `spectab-previous').  Any other input dismisses the suggestion,
+;;   except typing its own next characters.
 ;; - Plain `completion-at-point' works as well: eglot asks the server for
 ;;   textDocument/completion, and the server answers with one item.
 ;; - `spectab-status' shows what the server reports about itself.
@@ -178,6 +181,32 @@ nil: the server's default (auto: only when the rest of the line is empty)."
   "LSP languageIds the server completes in; nil (or empty) means all."
   :type '(repeat string))
 
+;; The four below leave their defaults to the server (its README lists them), so a change there
+;; needs none here.
+
+(defcustom spectab-extra-context-tokens nil
+  "Token budget for chunks of the other open files in the prompt (0..4096).
+0 means none.  nil: the server's default."
+  :type '(choice (const :tag "Server default" nil) integer))
+
+(defcustom spectab-min-confidence nil
+  "Cut a suggestion before its first token below this probability (0..1).
+0 means no cut.  nil: the server's default."
+  :type '(choice (const :tag "Server default" nil) number))
+
+(defcustom spectab-candidates nil
+  "Most suggestions an explicit request returns (1..8).
+Automatic requests get one.  `spectab-next' and `spectab-previous'
+cycle through them.  nil: the server's default."
+  :type '(choice (const :tag "Server default" nil) integer))
+
+(defcustom spectab-draft-fim nil
+  "How the draft model reads the prompt: \"auto\" or \"none\".
+auto: a draft that can infill reads the target's infilling prompt;
+none: the prefix left to right.  nil: the server's default (auto).
+Changing it reloads the model."
+  :type '(choice (const :tag "Server default" nil) (const "auto") (const "none")))
+
 (defconst spectab--setting-variables
   '((:profile . spectab-profile)
     (:target . spectab-target)
@@ -199,7 +228,11 @@ nil: the server's default (auto: only when the rest of the line is empty)."
     (:deadlineMs . spectab-deadline-ms)
     (:multiline . spectab-multiline)
     (:contextTokens . spectab-context-tokens)
-    (:languages . spectab-languages))
+    (:languages . spectab-languages)
+    (:extraContextTokens . spectab-extra-context-tokens)
+    (:minConfidence . spectab-min-confidence)
+    (:candidates . spectab-candidates)
+    (:draftFim . spectab-draft-fim))
   "The server's setting keys and the variables that hold them.")
 
 (defun spectab-settings ()
@@ -291,20 +324,56 @@ changing them in a running session (model changes reload the model)."
 (defvar spectab--emulation-alist nil
   "The entry of `emulation-mode-map-alists' for `spectab-active-map'.")
 
-(defun spectab--set-accept-keys (symbol keys)
-  "Set SYMBOL to KEYS and bind them to `spectab-accept' while suggesting."
+(defconst spectab--key-variables
+  '((spectab-accept-keys . spectab-accept)
+    (spectab-accept-word-keys . spectab-accept-word)
+    (spectab-accept-line-keys . spectab-accept-line)
+    (spectab-next-keys . spectab-next)
+    (spectab-previous-keys . spectab-previous))
+  "The key options and the command each binds in `spectab-active-map'.")
+
+(defun spectab--set-keys (symbol keys)
+  "Set SYMBOL to KEYS and rebuild `spectab-active-map' from all key options."
   (set-default symbol keys)
-  (setq spectab-active-map (make-sparse-keymap))
-  (dolist (key keys)
-    (define-key spectab-active-map (kbd key) #'spectab-accept))
-  (setq spectab--emulation-alist `((spectab--visible . ,spectab-active-map))))
+  (let ((map (make-sparse-keymap)))
+    (pcase-dolist (`(,var . ,command) spectab--key-variables)
+      (dolist (key (and (boundp var) (symbol-value var)))
+        (define-key map (kbd key) command)))
+    (setq spectab-active-map map
+          spectab--emulation-alist `((spectab--visible . ,map)))))
 
 (defcustom spectab-accept-keys '("TAB" "<tab>")
   "Keys that accept a shown suggestion (in `kbd' syntax).
 They are bound only while a suggestion is shown, so they keep their
 usual bindings otherwise.  Set this with `customize' or `setopt'."
   :type '(repeat string)
-  :set #'spectab--set-accept-keys)
+  :set #'spectab--set-keys)
+
+(defcustom spectab-accept-word-keys '("M-f" "M-<right>")
+  "Keys that insert the next word of a shown suggestion (`spectab-accept-word').
+Like `forward-word' over the ghost text.  Bound only while a
+suggestion is shown.  Set this with `customize' or `setopt'."
+  :type '(repeat string)
+  :set #'spectab--set-keys)
+
+(defcustom spectab-accept-line-keys '("C-e" "M-<down>")
+  "Keys that insert the next line of a shown suggestion (`spectab-accept-line').
+Like `move-end-of-line' over the ghost text.  Bound only while a
+suggestion is shown.  Set this with `customize' or `setopt'."
+  :type '(repeat string)
+  :set #'spectab--set-keys)
+
+(defcustom spectab-next-keys '("M-n")
+  "Keys that show the next suggestion of the last answer (`spectab-next').
+Bound only while a suggestion is shown.  Set this with `customize' or `setopt'."
+  :type '(repeat string)
+  :set #'spectab--set-keys)
+
+(defcustom spectab-previous-keys '("M-p")
+  "Keys that show the previous suggestion of the last answer (`spectab-previous').
+Bound only while a suggestion is shown.  Set this with `customize' or `setopt'."
+  :type '(repeat string)
+  :set #'spectab--set-keys)
 
 (defvar spectab-mode-map (make-sparse-keymap)
   "Keymap of `spectab-mode'.  Nothing is bound by default.
@@ -321,6 +390,10 @@ For instance, to ask for a suggestion with M-RET:
 text after point the item replaces), :text (what it inserts from :start),
 :typed (how many of its characters are already in the buffer), :item,
 :server, :valid (nil once an edit did not type the suggestion).")
+(defvar-local spectab--candidates nil
+  "The usable items of the last answer: plists (:text :end :item), all
+starting at the shown suggestion's :start.")
+(defvar-local spectab--index 0 "Which of `spectab--candidates' is shown.")
 (defvar-local spectab--seq 0 "Number of the newest request; older answers are stale.")
 (defvar-local spectab--pending nil "(SERVER ID) of the request in flight, or nil.")
 (defvar-local spectab--timer nil "The idle timer of the next automatic request.")
@@ -380,7 +453,9 @@ Needs a buffer managed by eglot with the spectab server (see
     (unless (or (eq this-command 'spectab-complete) ; it has just asked
                 ;; no command: a command loop starting (a recursive edit, a keyboard macro)
                 (and (not edited) (or (null this-command)
-                                      (memq this-command spectab-keep-suggestion-commands))))
+                                      (memq this-command spectab-keep-suggestion-commands)
+                                      ;; they have just drawn another suggestion
+                                      (memq this-command '(spectab-next spectab-previous)))))
       (when spectab--current
         (let* ((cur spectab--current)
                (at (+ (marker-position (plist-get cur :start)) (plist-get cur :typed))))
@@ -482,17 +557,17 @@ That is request SEQ, made at modification tick TICK and point POS."
         (when (and spectab-mode
                    (eql tick (buffer-chars-modified-tick))
                    (eql pos (point)))
-          (let ((item (spectab--first-item result)))
-            (if (not item)
+          (let ((items (spectab--items result)))
+            (if (not items)
                 (spectab--refresh-state server)
               (unless (equal (spectab--state server) "ready")
                 (spectab--set-state server "ready"))
-              (spectab--show item server))))))))
+              (spectab--show items server))))))))
 
-(defun spectab--first-item (result)
-  "The first InlineCompletionItem of RESULT (a list object or an array)."
+(defun spectab--items (result)
+  "The InlineCompletionItems of RESULT (a list object or an array) with text."
   (let ((items (if (vectorp result) result (plist-get result :items))))
-    (cl-find-if (lambda (item) (spectab--insert-text item)) (append items nil))))
+    (cl-remove-if-not #'spectab--insert-text (append items nil))))
 
 (defun spectab--insert-text (item)
   "Return the text that ITEM would insert (a string or snippet value), or nil."
@@ -500,23 +575,47 @@ That is request SEQ, made at modification tick TICK and point POS."
     (when (and (listp text) text) (setq text (plist-get text :value)))
     (and (stringp text) (not (string-empty-p text)) text)))
 
-(defun spectab--show (item server)
-  "Show ITEM (an InlineCompletionItem) from SERVER at point."
-  (let* ((text (spectab--insert-text item))
-         (range (plist-get item :range))
-         (beg (if range (eglot--lsp-position-to-point (plist-get range :start)) (point)))
-         (end (if range (eglot--lsp-position-to-point (plist-get range :end)) (point)))
-         (typed (- (point) beg)))
-    ;; the range may start before point (text typed since); it must hold what is typed
-    (when (and (<= beg (point)) (>= end (point))
-               (<= typed (length text))
-               (string= (buffer-substring-no-properties beg (point)) (substring text 0 typed))
-               (< typed (length text)))
-      (setq spectab--current
-            (list :start (copy-marker beg) :end (and (> end (point)) (copy-marker end t))
-                  :text text :typed typed :item item :server server :valid t))
-      (spectab--display)
+(defun spectab--show (items server)
+  "Show the first of ITEMS (InlineCompletionItems) from SERVER that fits point.
+The others that start where it does are kept for `spectab-next'."
+  (let (start candidates)
+    (dolist (item items)
+      (let* ((text (spectab--insert-text item))
+             (range (plist-get item :range))
+             (beg (if range (eglot--lsp-position-to-point (plist-get range :start)) (point)))
+             (end (if range (eglot--lsp-position-to-point (plist-get range :end)) (point)))
+             (typed (- (point) beg)))
+        ;; the range may start before point (text typed since); it must hold what is typed
+        (when (and (<= beg (point)) (>= end (point))
+                   (or (null start) (= beg start))
+                   (< typed (length text))
+                   (string= (buffer-substring-no-properties beg (point)) (substring text 0 typed)))
+          (setq start beg)
+          (push (list :text text :end (and (> end (point)) (copy-marker end t)) :item item)
+                candidates))))
+    (when candidates
+      (setq spectab--candidates (nreverse candidates))
+      (spectab--select 0 1 (copy-marker start) server)
       (run-hooks 'spectab-suggestion-shown-hook))))
+
+(defun spectab--select (index step start server)
+  "Show candidate INDEX, or the next in direction STEP that fits the text typed.
+That is the text from START to point: what has been typed or accepted of
+the suggestion since the answer.  Return the index shown, or nil."
+  (let* ((n (length spectab--candidates))
+         (typed (buffer-substring-no-properties start (point))))
+    (cl-loop for tries below n
+             for i = (mod (+ index (* tries step)) n)
+             for c = (nth i spectab--candidates)
+             for text = (plist-get c :text)
+             when (and (> (length text) (length typed)) (string-prefix-p typed text))
+             return (progn
+                      (setq spectab--index i
+                            spectab--current (list :start start :end (plist-get c :end) :text text
+                                                   :typed (length typed) :item (plist-get c :item)
+                                                   :server server :valid t))
+                      (spectab--display)
+                      i))))
 
 (defun spectab--display ()
   "Draw the untyped rest of `spectab--current' at point."
@@ -546,7 +645,7 @@ That is request SEQ, made at modification tick TICK and point POS."
   (interactive)
   (when (overlayp spectab--overlay)
     (delete-overlay spectab--overlay))
-  (setq spectab--overlay nil spectab--visible nil spectab--current nil))
+  (setq spectab--overlay nil spectab--visible nil spectab--current nil spectab--candidates nil))
 
 (defun spectab-complete ()
   "Ask for a suggestion at point now (an explicit trigger: no server debounce)."
@@ -571,11 +670,74 @@ That is request SEQ, made at modification tick TICK and point POS."
       (insert rest)
       (spectab--accepted (plist-get cur :server) (plist-get cur :item)))))
 
+(defun spectab--next-word (text)
+  "The next word of TEXT, for `spectab-accept-word'.
+That is its leading whitespace (newlines too), then either a run of
+letters, digits and `_' or a run of other non-blank characters
+\(punctuation); all of TEXT when only whitespace is left."
+  (string-match "\\`[ \t\n\r\f\v]*\\(?:[[:alnum:]_]+\\|[^[:alnum:]_ \t\n\r\f\v]+\\)?" text)
+  (match-string 0 text))
+
+(defun spectab--next-line (text)
+  "The next line of TEXT with its newline; on the last line, all of TEXT."
+  (if (string-match "\n" text) (substring text 0 (match-end 0)) text))
+
+(defun spectab--accept-part (piece-of)
+  "Insert (PIECE-OF suggestion) and keep the rest shown.
+The last piece of it is a whole accept (`spectab-accept')."
+  (let ((rest (spectab-suggestion)))
+    (if (not rest)
+        (spectab--fallback)
+      (let ((piece (funcall piece-of rest))
+            (server (plist-get spectab--current :server)))
+        (if (>= (length piece) (length rest))
+            (spectab-accept)
+          ;; `spectab--after-change' counts it as typed and `spectab--post-command' shows the
+          ;; rest, without a new request, as when the user types the suggestion
+          (insert piece)
+          (spectab--accepted-part server piece))))))
+
+(defun spectab-accept-word ()
+  "Insert the next word of the shown suggestion; the rest stays shown.
+A word is leading whitespace, then a run of letters, digits and `_', or
+a run of punctuation.  Without a suggestion, run the key's usual command."
+  (interactive)
+  (spectab--accept-part #'spectab--next-word))
+
+(defun spectab-accept-line ()
+  "Insert the next line of the shown suggestion, newline included.
+The rest stays shown.  Without a suggestion, run the key's usual command."
+  (interactive)
+  (spectab--accept-part #'spectab--next-line))
+
+(defun spectab--cycle (step)
+  "Show the suggestion STEP items on in the last answer."
+  (if (not (spectab-suggestion))
+      (spectab--fallback)
+    (let* ((cur spectab--current)
+           (n (length spectab--candidates))
+           (i (spectab--select (+ spectab--index step) step (plist-get cur :start)
+                               (plist-get cur :server))))
+      (when (> n 1)
+        (message "spectab: suggestion %d of %d" (1+ (or i spectab--index)) n)))))
+
+(defun spectab-next ()
+  "Show the next suggestion of the last answer (explicit requests get several).
+Without a suggestion, run the key's usual command."
+  (interactive)
+  (spectab--cycle 1))
+
+(defun spectab-previous ()
+  "Show the previous suggestion of the last answer.
+Without a suggestion, run the key's usual command."
+  (interactive)
+  (spectab--cycle -1))
+
 (defun spectab--fallback ()
   "Run what the keys of this command run without `spectab-active-map'."
   (let* ((spectab--visible nil)
          (command (key-binding (this-command-keys-vector) t)))
-    (when (and command (not (eq command 'spectab-accept)) (commandp command))
+    (when (and command (not (rassq command spectab--key-variables)) (commandp command))
       (setq this-command command)
       (call-interactively command))))
 
@@ -587,6 +749,16 @@ That is request SEQ, made at modification tick TICK and point POS."
                              (list :command (plist-get command :command)
                                    :arguments (or (plist-get command :arguments) []))
                              :success-fn #'ignore :error-fn #'ignore :timeout-fn #'ignore))))
+
+(defun spectab--accepted-part (server piece)
+  "Tell SERVER that PIECE of a suggestion was taken.
+It counts those apart from whole suggestions."
+  (when (jsonrpc-running-p server)
+    (spectab--send-request server :workspace/executeCommand
+                           (list :command "spectab.accepted"
+                                 :arguments (vector (append (eglot--TextDocumentIdentifier)
+                                                            (list :chars (length piece) :partial t))))
+                           :success-fn #'ignore :error-fn #'ignore :timeout-fn #'ignore)))
 
 ;;;; completion-at-point
 
@@ -668,6 +840,8 @@ Eglot itself does not run a completion item's command."
      (format "; %s requests, %s generations, %s accepted"
              (plist-get status :requests) (plist-get status :generations)
              (plist-get status :acceptedSuggestions))
+     (when-let ((partial (plist-get status :partialAccepts)))
+       (format " (+%s partial)" partial))
      (when-let ((ms (plist-get status :lastLatencyMs))) (format ", last %s ms" ms)))))
 
 (defun spectab-status (&optional full)
