@@ -163,6 +163,77 @@ PREDICATE is tried every INTERVAL seconds (default 0.005)."
       (spectab-driver-note 'accepted_before before)
       (spectab-driver-note 'accepted_after (spectab-driver-accepted-after before)))))
 
+(defun spectab-driver-counts-after (before)
+  "Wait until the server has counted an accepted suggestion beyond BEFORE.
+Return (ACCEPTED . PARTIAL), the server's counts then."
+  (let (status)
+    (spectab-driver-wait (lambda ()
+                           (setq status (spectab-driver-status))
+                           (> (plist-get status :acceptedSuggestions) before))
+                         10 0.05)
+    (cons (plist-get status :acceptedSuggestions) (plist-get status :partialAccepts))))
+
+(defun spectab-driver-ask-at (after explicit)
+  "Ask at the end of the line after the text AFTER; the overlay text or nil.
+EXPLICIT: with the command (the server may answer several suggestions);
+else by typing the line's last character again (an automatic request: one)."
+  (goto-char (point-min))
+  (search-forward after)
+  (end-of-line)
+  (if explicit
+      (spectab-driver-keys "C-c C-s")
+    (let ((last (char-before)))
+      (delete-char -1)
+      (setq spectab--last-tick (buffer-chars-modified-tick))
+      (execute-kbd-macro (vector last))
+      (spectab-driver-idle)))
+  (spectab-driver-wait-overlay (spectab-driver-arg 'answer_timeout 60)))
+
+(defun spectab-driver-partial ()
+  "Type to get a suggestion, take its next word, its next line, then the rest; save."
+  (let ((requests 0)
+        (before (plist-get (spectab-driver-status) :acceptedSuggestions))
+        pieces)
+    (spectab-driver-note 'word_binding_without_suggestion (spectab-driver-binding (spectab-driver-arg 'word_key)))
+    (spectab-driver-note 'suggestion (spectab-driver-ask-at (spectab-driver-arg 'after) nil))
+    (advice-add 'spectab--request :before (lambda (&rest _) (cl-incf requests)) '((name . count)))
+    (pcase-dolist (`(,name . ,keys) `(("word" . ,(spectab-driver-arg 'word_key))
+                                      ("line" . ,(spectab-driver-arg 'line_key))
+                                      ("rest" . "TAB")))
+      (spectab-driver-note (intern (concat name "_binding")) (spectab-driver-binding keys))
+      (spectab-driver-keys keys)
+      ;; what a user would see next: Emacs waits for input, idle timers run
+      (spectab-driver-idle)
+      (push `((name . ,name)
+              (buffer . ,(buffer-substring-no-properties (point-min) (point-max)))
+              (ghost . ,(spectab-driver-overlay-text))
+              (requests . ,requests))
+            pieces))
+    (spectab-driver-note 'pieces (vconcat (nreverse pieces)))
+    (spectab-driver-save)
+    (let ((counts (spectab-driver-counts-after before)))
+      (spectab-driver-note 'accepted_before before)
+      (spectab-driver-note 'accepted_after (car counts))
+      (spectab-driver-note 'partial_accepts (cdr counts)))
+    (spectab-driver-note 'status_line (spectab--format-status (spectab-driver-status)))))
+
+(defun spectab-driver-cycle ()
+  "Ask explicitly, cycle with the next/previous keys, accept what is shown; save."
+  (let (items shown)
+    (advice-add 'spectab--answered :before
+                (lambda (_buffer _seq _tick _pos _server result)
+                  (setq items (mapcar #'spectab--insert-text (spectab--items result))))
+                '((name . items)))
+    (push (spectab-driver-ask-at (spectab-driver-arg 'after) t) shown)
+    (spectab-driver-note 'items (vconcat items))
+    (dolist (keys (append (spectab-driver-arg 'cycle_keys) nil))
+      (spectab-driver-keys keys)
+      (push (spectab-driver-overlay-text) shown))
+    (spectab-driver-note 'shown (vconcat (nreverse shown)))
+    (spectab-driver-note 'next_binding (spectab-driver-binding "M-n"))
+    (spectab-driver-keys "TAB")
+    (spectab-driver-save)))
+
 (defun spectab-driver-capf ()
   "`completion-at-point' (C-M-i) through eglot, with `spectab-mode' off and on."
   (goto-char (point-min))
@@ -253,6 +324,8 @@ PREDICATE is tried every INTERVAL seconds (default 0.005)."
           (pcase (spectab-driver-arg 'scenario)
             ("inline" (spectab-driver-inline))
             ("capf" (spectab-driver-capf))
+            ("partial" (spectab-driver-partial))
+            ("cycle" (spectab-driver-cycle))
             ("bench" (spectab-driver-bench))
             (other (error "Unknown scenario %s" other))))
       (error (setq code 1)

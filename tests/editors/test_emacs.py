@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,11 @@ SOURCE_CAPF = "def add(a, b):\n    return\n"
 WANT = " a + b"
 TYPED = " a"  # typed over the ghost text before TAB
 # no answer cut short by the deadline on a busy machine: the text must be the model's whole answer
-SETTINGS = {"spectab-deadline-ms": 30000}
+SETTINGS = {"spectab-deadline-ms": 30000,
+            # one suggestion per explicit request (test_cycle_through_the_candidates asks for more):
+            # each candidate is generated, and eglot's synchronous C-M-i gives up after a few
+            # seconds on a busy CPU
+            "spectab-candidates": 1}
 TIMEOUT = 115  # seconds for one Emacs run, server start and model load included
 
 
@@ -126,6 +131,72 @@ def test_capf_check_fails_when_the_server_answers_otherwise(emacs, smollm2_gguf,
         check_capf(result, disk)
 
 
+# at the end of `    ` in load() the offline model suggests ` with open(path, ...) as f:` and two
+# more lines
+PARTIAL_SOURCE = "import json\n\n\ndef load(path):\n    \n"
+PARTIAL_AFTER = "def load(path):\n"  # then the end of that next line
+# the pieces as spectab.el's docstrings define them (ASCII here)
+WORD = re.compile(r"[ \t\n\r\f\v]*(?:[A-Za-z0-9_]+|[^A-Za-z0-9_ \t\n\r\f\v]+)?")
+
+
+def partial(tmp_path: Path, word_key: str, line_key: str) -> tuple[dict, str]:
+    src = tmp_path / "load.py"
+    src.write_text(PARTIAL_SOURCE)
+    # minConfidence 0: the test is about taking pieces, so the confidence cut (whose threshold the
+    # server may retune) must not shorten this suggestion to one line
+    settings = SETTINGS | {"spectab-max-new-tokens": 48, "spectab-min-confidence": 0}
+    result = run_driver("partial", src, tmp_path, settings=settings, after=PARTIAL_AFTER, word_key=word_key,
+                        line_key=line_key, timeout=TIMEOUT)
+    return result, src.read_text()
+
+
+@pytest.mark.parametrize("word_key,line_key", [("M-f", "C-e"), ("M-<right>", "M-<down>")])
+def test_partial_accept_word_line_rest(emacs, smollm2_gguf, smollm2, tmp_path, word_key, line_key):
+    result, disk = partial(tmp_path, word_key, line_key)
+    assert result["returncode"] == 0 and "error" not in result, result
+    # the keys are ours only while a suggestion is shown
+    assert result["word_binding_without_suggestion"] == ("forward-word" if word_key == "M-f" else "right-word")
+    assert (result["word_binding"], result["line_binding"]) == ("spectab-accept-word", "spectab-accept-line")
+    suggestion = result["suggestion"]
+    first, _, after = suggestion.partition("\n")
+    assert after and len(first.split()) >= 2, f"the model must suggest several words, then more lines: {suggestion!r}"
+    word = WORD.match(suggestion).group(0)
+    pieces = [("word", word), ("line", first[len(word):] + "\n"), ("rest", after)]
+    at = PARTIAL_SOURCE.index(PARTIAL_AFTER) + len(PARTIAL_AFTER) + len("    ")
+    taken = ""
+    assert [p["name"] for p in result["pieces"]] == ["word", "line", "rest"], result
+    for (name, piece), step in zip(pieces, result["pieces"]):
+        taken += piece
+        assert step["buffer"] == PARTIAL_SOURCE[:at] + taken + PARTIAL_SOURCE[at:], (name, step, suggestion)
+        # the rest stays shown, from what the client has: no new request
+        assert step["ghost"] == (suggestion[len(taken):] or None), (name, step, suggestion)
+        assert step["requests"] == 0, (name, step)
+    assert disk == PARTIAL_SOURCE[:at] + suggestion + PARTIAL_SOURCE[at:]
+    # two partial accepts, one whole; spectab-status shows both
+    assert result["accepted_after"] == result["accepted_before"] + 1, result
+    assert result["partial_accepts"] == 2, result
+    assert f"{result['accepted_after']} accepted (+2 partial)" in result["status_line"], result["status_line"]
+
+
+def test_cycle_through_the_candidates(emacs, smollm2_gguf, smollm2, tmp_path):
+    """An explicit request gets several suggestions; M-n / M-p show them in turn; TAB takes the one
+    shown."""
+    src = tmp_path / "load.py"
+    src.write_text(PARTIAL_SOURCE)
+    # short suggestions: the server generates each candidate, which takes long on a busy CPU
+    settings = SETTINGS | {"spectab-max-new-tokens": 12, "spectab-candidates": 3}
+    result = run_driver("cycle", src, tmp_path, settings=settings, after=PARTIAL_AFTER,
+                        cycle_keys=["M-n", "M-n", "M-p"], timeout=TIMEOUT)
+    assert result["returncode"] == 0 and "error" not in result, result
+    items = result["items"]
+    assert 2 <= len(items) <= 3 and len(set(items)) == len(items), f"the server should answer 2..3 distinct candidates: {items}"
+    n = len(items)
+    assert result["shown"] == [items[0], items[1], items[2 % n], items[1]], result
+    assert result["next_binding"] == "spectab-next"
+    at = PARTIAL_SOURCE.index(PARTIAL_AFTER) + len(PARTIAL_AFTER) + len("    ")
+    assert src.read_text() == PARTIAL_SOURCE[:at] + items[1] + PARTIAL_SOURCE[at:]
+
+
 def test_defcustoms_become_the_servers_settings(emacs):
     """Every server setting has its defcustom; the JSON sent is what the server's parser takes."""
     from dataclasses import fields
@@ -144,7 +215,8 @@ def test_defcustoms_become_the_servers_settings(emacs):
               "spectab-context-tokens": 512, "spectab-languages": ["python", "c"],
               "spectab-engine": "http://127.0.0.1:8000", "spectab-engine-api": "infill",
               "spectab-engine-model": "codellama", "spectab-engine-api-key-env": "SPECTAB_KEY",
-              "spectab-kv-lanes": 4, "spectab-idle-minutes": 0.5}
+              "spectab-kv-lanes": 4, "spectab-idle-minutes": 0.5, "spectab-extra-context-tokens": 0,
+              "spectab-min-confidence": 0.25, "spectab-candidates": 2, "spectab-draft-fim": "none"}
     def elisp(v):
         return "'(" + " ".join(map(elisp, v)) + ")" if isinstance(v, list) else json.dumps(v)
 
@@ -157,10 +229,12 @@ def test_defcustoms_become_the_servers_settings(emacs):
                     "maxNewTokens": 16, "temperature": 0.2, "debounceMs": 0, "deadlineMs": 900, "multiline": "never",
                     "contextTokens": 512, "languages": ["python", "c"],
                     "engine": "http://127.0.0.1:8000", "engineApi": "infill", "engineModel": "codellama",
-                    "engineApiKeyEnv": "SPECTAB_KEY", "kvLanes": 4, "idleMinutes": 0.5}
+                    "engineApiKeyEnv": "SPECTAB_KEY", "kvLanes": 4, "idleMinutes": 0.5, "extraContextTokens": 0,
+                    "minConfidence": 0.25, "candidates": 2, "draftFim": "none"}
     settings, problems = apply(Settings(), sent)
     assert problems == [] and settings.maxNewTokens == 16 and settings.languages == ("python", "c")
     assert settings.engine == "http://127.0.0.1:8000" and settings.kvLanes == 4 and settings.idleMinutes == 0.5
+    assert settings.extraContextTokens == 0 and settings.minConfidence == 0.25 and settings.candidates == 2
     # left at nil, nothing is sent: the server keeps its defaults
     r = subprocess.run([emacs, "--batch", "-L", str(CLIENT_DIR), "--eval",
                         "(progn (require 'spectab) (princ (json-encode (spectab--initialization-options))))"],
