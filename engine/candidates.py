@@ -3,7 +3,8 @@ continued greedily.
 
 Each alternative is exactly the target's greedy continuation after its branch token: it runs
 through the same generation loop (and drafter) from the greedy prefix plus that token, in the same
-KV lane, so only the tokens after the branch point are computed anew.
+KV lane, so only the tokens after the branch point are computed anew. They share the stop rules'
+deadline (the completer gives them a time budget); one that runs out of time is dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def alternatives(greedy: Generation, count: int, stops: StopRules,
         if left <= 0:
             continue
         rest = run(branch_ids, replace(stops, max_new_tokens=left))
+        if rest.stats.stop_reason in ("deadline", "cancelled"):
+            break  # out of time: an alternative cut short is not shown, and the rest would be too
         # the rest's text is already cut at its stop string or newline; the branch's text precedes it
         found.append((p, Generation(branch_ids + rest.tokens, decode(branch_ids) + rest.text, rest.stats,
                                     branch_probs + rest.probs,

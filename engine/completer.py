@@ -8,8 +8,10 @@ draft length.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -49,9 +51,26 @@ class EngineOptions:
     """A draft model stops proposing after a token it gives less than this probability."""
     ngram_max: int = 3
     ngram_min: int = 1
+    alternatives_time_share: float | None = 1.0
+    """Candidates beside the greedy suggestion get this share of the time the greedy one took
+    (one that runs out of it is dropped); None: no limit but the request's deadline."""
     kv_lanes: int = 0
     """KV caches kept, one per document, least recently used evicted; 0: as many full ones as fit
     in half the memory free at load (1..16)."""
+
+
+def alternatives_time_share(default: float | None = 1.0) -> float | None:
+    """`SPECTAB_ALTERNATIVES_TIME_SHARE` (a number, or `none` for no limit; the tests use none, as
+    they check what the candidates are, not how fast), else `default`."""
+    raw = os.environ.get("SPECTAB_ALTERNATIVES_TIME_SHARE", "").strip().lower()
+    if not raw:
+        return default
+    if raw == "none":
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise SpectabError(f"SPECTAB_ALTERNATIVES_TIME_SHARE must be a number or none, not {raw!r}") from None
 
 
 class Completer:
@@ -239,9 +258,16 @@ class Completer:
             reference = None
             if mode == "none" and suffix and isinstance(drafter, PromptLookupDrafter):
                 reference = self.tokenizer.encode_infill(cut_suffix(self.tokenizer, suffix, self.options.context_tokens // 2))
+            started = time.monotonic()
             greedy = generate(lane.target, target_prompt, drafter, self.tokenizer, params, stops,
                               self.draft_length, draft_prompt, on_text, reference=reference)
-            if candidates > 1 and params.greedy:
+            if candidates > 1 and params.greedy and greedy.stats.stop_reason not in ("cancelled", "deadline"):
+                # the alternatives together may take as long as the greedy suggestion took, no
+                # more: an explicit request costs at most about twice a plain one
+                share = self.options.alternatives_time_share
+                if share is not None:
+                    until = time.monotonic() + max((time.monotonic() - started) * share, 0.05)
+                    stops = replace(stops, deadline=min(until, deadline) if deadline is not None else until)
                 def run(branch: list[int], branch_stops: StopRules) -> Generation:
                     return generate(lane.target, target_prompt + branch, drafter, self.tokenizer, params, branch_stops,
                                     self.draft_length, draft_prompt + branch if draft_prompt else None, reference=reference)

@@ -28,6 +28,9 @@ def isolated_caches(tmp_path_factory):
     os.environ["SPECTAB_RUNTIME_DIR"] = str(root / "runtime")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # candidates without a time budget: the tests check what they are, never how fast (the
+    # engines under test, started as subprocesses, inherit it)
+    os.environ["SPECTAB_ALTERNATIVES_TIME_SHARE"] = "none"
     yield root
     stop_engines()
 

@@ -151,12 +151,13 @@ class EngineProcess:
         handler = _Broadcast(self)
         logging.getLogger("spectab").addHandler(handler)
         try:
-            from ..completer import Completer, EngineOptions
+            from ..completer import Completer, EngineOptions, alternatives_time_share
             from ..devices import set_threads
 
             set_threads(self.threads)
             s = self.settings
-            options = EngineOptions(context_tokens=s["contextTokens"], kv_lanes=self.kv_lanes)
+            options = EngineOptions(context_tokens=s["contextTokens"], kv_lanes=self.kv_lanes,
+                                    alternatives_time_share=alternatives_time_share())
             fim = None if s.get("fim") in (None, "auto") else s["fim"]
             self.completer = Completer.open(s.get("profile"), s.get("target"), s.get("draft"), s.get("device", "auto"),
                                             s.get("dtype", "auto"), fim=fim, options=options, quant=s.get("quant", "auto"))

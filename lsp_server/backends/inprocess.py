@@ -22,11 +22,12 @@ class InProcessBackend(Backend):
     def open(cls, settings, kv_lanes: int = 0) -> "InProcessBackend":
         # imported here, not at the top: torch and transformers take seconds to import, and
         # `initialize` must be answered at once
-        from engine.completer import Completer, EngineOptions
+        from engine.completer import Completer, EngineOptions, alternatives_time_share
         from engine.devices import set_threads
 
         set_threads(settings.threads)
-        options = EngineOptions(context_tokens=settings.contextTokens, kv_lanes=kv_lanes)
+        options = EngineOptions(context_tokens=settings.contextTokens, kv_lanes=kv_lanes,
+                                alternatives_time_share=alternatives_time_share())
         return cls(Completer.open(settings.profile, settings.target, settings.draft, settings.device, settings.dtype,
                                   fim=None if settings.fim == "auto" else settings.fim, options=options, quant=settings.quant))
 
