@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -74,7 +75,7 @@ class Chunk:
     text: str
     """What the prompt gets: the header line and the lines, ending with a newline."""
 
-    @property
+    @cached_property
     def key(self) -> frozenset[str]:
         return frozenset(line.strip() for line in self.lines if line.strip())
 
@@ -85,7 +86,9 @@ class Workspace:
     def __init__(self, ring_size: int = RING_SIZE, chunk_lines: int = CHUNK_LINES):
         self.ring_size, self.chunk_lines = ring_size, chunk_lines
         self.ring: list[Chunk] = []
-        self.pending: dict[str, Chunk] = {}  # uri -> the text around its latest edit or cursor
+        # uri -> (text, line, offset) of its latest edit or cursor: held as a reference to the
+        # (immutable) text, so a keystroke costs nothing; the chunk is cut when it joins the ring
+        self.pending: dict[str, tuple[str, int | None, int | None]] = {}
         self.root: str | None = None
         self._languages: dict[str, str] = {}
 
@@ -99,11 +102,11 @@ class Workspace:
 
     def changed(self, uri: str, text: str, line: int) -> None:
         """An edit at `line` (0-based): the text around it joins the ring once the user moves on."""
-        self._hold(self._around(uri, "work", text, line))
+        self.pending[uri] = (text, line, None)
 
-    def visited(self, uri: str, text: str, line: int) -> None:
-        """A suggestion was asked for at `line`: the text around the cursor, likewise."""
-        self._hold(self._around(uri, "work", text, line))
+    def visited(self, uri: str, text: str, offset: int) -> None:
+        """A suggestion was asked for at character `offset`: the text around it, likewise."""
+        self.pending[uri] = (text, None, offset)
 
     def closed(self, uri: str) -> None:
         self._languages.pop(uri, None)
@@ -116,7 +119,8 @@ class Workspace:
         documents' chunks in ring order, those much like the window left out, then the current
         file's path. Empty when no other document has a chunk."""
         for other in [u for u in self.pending if u != uri]:
-            self._add(self.pending.pop(other))
+            text, line, offset = self.pending.pop(other)
+            self._add(self._around(other, "work", text, line if line is not None else text.count("\n", 0, offset)))
         seen = {line.strip() for line in window.split("\n") if line.strip()}
         chosen = []
         for chunk in self.ring:
@@ -131,10 +135,6 @@ class Workspace:
         return tuple(chosen) + (self._header(uri) + "\n",)
 
     # -- the ring ------------------------------------------------------------------------------
-    def _hold(self, chunk: Chunk | None) -> None:
-        if chunk is not None:
-            self.pending[chunk.uri] = chunk
-
     def _add(self, chunk: Chunk | None) -> None:
         if chunk is None:
             return
