@@ -19,7 +19,9 @@ def branch_points(greedy: Generation, count: int, stop_ids: set[int]) -> list[in
     """Up to `count` positions of the greedy tokens to branch at: the least confident first, and
     only where the runner-up is a token to continue from (not the end of the completion at its
     start, which would be an empty suggestion)."""
-    positions = [j for j, (alt, _p) in enumerate(greedy.runner_up) if not (alt in stop_ids and j == 0)]
+    first = 1 if greedy.healed else 0  # the first token spells out the healed whitespace
+    positions = [j for j, (alt, p) in enumerate(greedy.runner_up)
+                 if j >= first and p > 0 and not (alt in stop_ids and j == 0)]
     positions.sort(key=lambda j: greedy.probs[j])
     return positions[:count]
 
@@ -38,7 +40,7 @@ def alternatives(greedy: Generation, count: int, stops: StopRules,
         if token in stops.stop_ids:
             # the target's second choice is to stop here: the shorter suggestion is the alternative
             tokens, probs, runner_up = greedy.tokens[:j], greedy.probs[:j], greedy.runner_up[:j]
-            found.append((p, Generation(tokens, decode(tokens), replace(greedy.stats, stop_reason="eos"), probs, runner_up, branch=j)))
+            found.append((p, Generation(tokens, decode(tokens), replace(greedy.stats, stop_reason="eos"), probs, runner_up, branch=j, healed=greedy.healed)))
             continue
         left = stops.max_new_tokens - len(branch_ids)
         if left <= 0:
@@ -50,6 +52,6 @@ def alternatives(greedy: Generation, count: int, stops: StopRules,
         found.append((p, Generation(branch_ids + rest.tokens, decode(branch_ids) + rest.text, rest.stats,
                                     branch_probs + rest.probs,
                                     greedy.runner_up[:j] + [(greedy.tokens[j], greedy.probs[j])] + rest.runner_up,
-                                    branch=j)))
+                                    branch=j, healed=greedy.healed)))
     found.sort(key=lambda pair: -pair[0])
     return [g for _p, g in found]

@@ -248,6 +248,12 @@ class Completer:
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim
         stops = StopRules(max_new_tokens, stop_ids(self.tokenizer, mode), tuple(stop_strings), single_line, deadline,
                           cancelled, block_of=block_of, min_confidence=min_confidence)
+        # whitespace before the cursor is healed: tokenizers merge a space or an indentation into
+        # the word after it, so a prompt ending in it asks for an unusual split (SmolLM2 answers
+        # `result = ` with digits); the prompt leaves it out and the first tokens spell it out
+        kept = prefix.rstrip(" \t")
+        heal = prefix[len(kept):]
+        prefix = kept
         with self._lock:  # one generation at a time: the KV caches are shared state
             target_prompt, draft_prompt = self.prompts(prefix, suffix, max_new_tokens, mode, tuple(context),
                                                        context_tokens, draft_fim)
@@ -260,7 +266,7 @@ class Completer:
                 reference = self.tokenizer.encode_infill(cut_suffix(self.tokenizer, suffix, self.options.context_tokens // 2))
             started = time.monotonic()
             greedy = generate(lane.target, target_prompt, drafter, self.tokenizer, params, stops,
-                              self.draft_length, draft_prompt, on_text, reference=reference)
+                              self.draft_length, draft_prompt, on_text, reference=reference, heal=heal)
             if candidates > 1 and params.greedy and greedy.stats.stop_reason not in ("cancelled", "deadline"):
                 # the alternatives together may take as long as the greedy suggestion took, no
                 # more: an explicit request costs at most about twice a plain one
@@ -272,7 +278,8 @@ class Completer:
                     return generate(lane.target, target_prompt + branch, drafter, self.tokenizer, params, branch_stops,
                                     self.draft_length, draft_prompt + branch if draft_prompt else None, reference=reference)
 
-                greedy.alternatives = alternatives(greedy, candidates - 1, stops, run, self.tokenizer.decode)
+                greedy.alternatives = alternatives(greedy, candidates - 1, stops, run,
+                                                   lambda ids: self.tokenizer.decode(ids)[len(heal):])
             return greedy
 
     def forget(self, document: str) -> None:

@@ -46,7 +46,9 @@ def token_marks(tokenizer, g: Generation) -> dict:
     cut by a stop string, are left out)."""
     probs, ends = [], []
     for j, p in enumerate(g.probs):
-        end = min(len(tokenizer.decode(g.tokens[: j + 1]).rstrip("\ufffd")), len(g.text))
+        # the text starts after what the first tokens spelled out of the healed whitespace
+        spelled = len(tokenizer.decode(g.tokens[: j + 1]).rstrip("\ufffd")) - len(g.healed)
+        end = min(max(0, spelled), len(g.text))
         probs.append(round(float(p), 5))
         ends.append(end)
         if end >= len(g.text):

@@ -94,6 +94,8 @@ class Generation:
     """For an alternative candidate: the position where it leaves the greedy path."""
     alternatives: list["Generation"] = field(default_factory=list)
     """Other candidates (see candidates.py), when asked for."""
+    healed: str = ""
+    """Text the tokens spell out before `text` starts (see `generate`'s `heal`)."""
 
     @property
     def confidence(self) -> float:
@@ -113,10 +115,15 @@ def generate(
     on_text: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
     reference: list[int] | None = None,
+    heal: str = "",
 ) -> Generation:
     """Generate after `prompt` with `target`, speculating with `drafter`. `on_text` receives each
     newly accepted piece of text (held back while it could still be the start of a stop string);
-    `reference` is text near the cursor that the prompt lacks, for drafters that copy."""
+    `reference` is text near the cursor that the prompt lacks, for drafters that copy.
+
+    `heal`: text the prompt was cut short of (the whitespace before the cursor, which tokenizers
+    merge into the next word): the first tokens are constrained to spell it out (plain steps, the
+    target's logits masked to the tokens that fit), and the returned text starts after it."""
     draft_length = draft_length or DraftLength()
     if generator is None and not params.greedy:
         generator = torch.Generator()
@@ -129,9 +136,10 @@ def generate(
 
     stop_strings = tuple(s for s in stops.stop_strings if s) + (("\n",) if stops.single_line else ())
     generated: list[int] = []
+    skip, heal_left = len(heal), heal
     probs: list[float] = []
     runner_up: list[tuple[int, float]] = []
-    text, emitted, reason = "", 0, ""
+    text, emitted, reason = "", skip, ""
     t0 = time.perf_counter()
     t_first = None
     while not reason:
@@ -146,13 +154,19 @@ def generate(
         if left <= 0 or room <= 0:
             reason = "length" if left <= 0 else "context"
             break
-        k = min(draft_length.next_k(), left - 1, room - 1)
+        # while the healed text is spelled out, one constrained position a round
+        k = 0 if heal_left else min(draft_length.next_k(), left - 1, room - 1)
         t_draft = time.perf_counter()
         proposal = drafter.propose(generated, k, params, generator) if k > 0 else None
         drafts = proposal.tokens[:k] if proposal else []
 
         t_verify = time.perf_counter()
         logits = target.extend(prompt + generated + drafts, len(drafts) + 1)
+        if heal_left:
+            allowed = torch.tensor(tokenizer.starting_with(heal_left), device=logits.device)
+            masked = torch.full_like(logits, float("-inf"))
+            masked[:, allowed] = logits[:, allowed]
+            logits = masked
         if params.greedy:
             m, nxt = accept_greedy(logits, drafts)
             dist = torch.softmax(logits[: m + 1].float(), dim=-1)
@@ -183,12 +197,15 @@ def generate(
                 chunk, reason = chunk[:j], "confidence"
                 break
         generated += chunk
+        if heal_left and chunk:
+            piece = tokenizer.token_texts[chunk[0]]
+            heal_left = heal_left[len(piece):] if heal_left.startswith(piece) else ""
         probs += chunk_probs[: len(chunk)]
         runner_up += chunk_runner_up[: len(chunk)]
 
         if stop_strings and chunk:
             # earlier text had no stop; the margin covers a partial UTF-8 character decoded anew
-            checked = max(0, len(text) - max(map(len, stop_strings)) - 4)
+            checked = max(skip, len(text) - max(map(len, stop_strings)) - 4)
             text = tokenizer.decode(generated)
             cut = _find_stop(text, stop_strings, checked)
             if cut is not None:
@@ -196,7 +213,7 @@ def generate(
                 text, reason = text[:cut], "stop"
         if stops.block_of is not None and chunk and not reason:
             now = text if stop_strings else tokenizer.decode(generated)
-            if block_ended(now, stops.block_of):
+            if block_ended(now[skip:], stops.block_of):
                 reason = "block end"
         if on_text is not None and chunk:
             text = text if stop_strings else tokenizer.decode(generated)
@@ -212,6 +229,7 @@ def generate(
     text = text.rstrip("\ufffd")
     if on_text is not None and len(text) > emitted:
         on_text(text[emitted:])
+    text = text[skip:]
     del probs[len(generated):], runner_up[len(generated):]  # a stop string may have cut tokens
     stats.new_tokens = len(generated)
     stats.stop_reason = reason
@@ -220,7 +238,7 @@ def generate(
     stats.prefill_ms = ((t_first or t_end) - t0) * 1000
     stats.decode_ms = (t_end - (t_first or t_end)) * 1000
     stats.tokens_per_s = len(generated) / (t_end - t0) if t_end > t0 else 0.0
-    return Generation(generated, text, stats, probs, runner_up)
+    return Generation(generated, text, stats, probs, runner_up, healed=heal)
 
 
 def _confidences(dist: torch.Tensor, chunk: list[int]) -> tuple[list[float], list[tuple[int, float]]]:

@@ -101,6 +101,28 @@ class Tokenizer:
         text = self.hf.decode([self._decode_anchor] + ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return text[len(self.hf.decode([self._decode_anchor])):]
 
+    @property
+    def token_texts(self) -> list[str]:
+        """Each id's text as a continuation (leading space kept), computed once."""
+        if getattr(self, "_token_texts", None) is None:
+            ids = range(self.vocab_size)
+            if self._decode_anchor is None:
+                texts = self.hf.batch_decode([[i] for i in ids], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            else:
+                head = len(self.hf.decode([self._decode_anchor]))
+                texts = [t[head:] for t in self.hf.batch_decode([[self._decode_anchor, i] for i in ids],
+                                                                 skip_special_tokens=True, clean_up_tokenization_spaces=False)]
+            self._token_texts = texts
+        return self._token_texts
+
+    def starting_with(self, text: str) -> list[int]:
+        """Ids whose text starts with `text` or is a non-empty start of it: the tokens a completion
+        that must begin with `text` may begin with."""
+        cache = self.__dict__.setdefault("_starting_with", {})
+        if text not in cache:
+            cache[text] = [i for i, t in enumerate(self.token_texts) if t and (t.startswith(text) or text.startswith(t))]
+        return cache[text]
+
     def pieces(self) -> list[str]:
         return self.hf.convert_ids_to_tokens(list(range(self.vocab_size)))
 

@@ -66,7 +66,7 @@ def tiny_options(tiny_models, **extra) -> dict:
 
 
 def test_two_fronts_share_one_engine(smollm2_gguf, runtime, tmp_path):
-    fronts = [front(tmp_path, {"profile": "smollm2-135m"}, f"f{i}") for i in range(2)]
+    fronts = [front(tmp_path, {"profile": "smollm2-135m", "deadlineMs": 60000}, f"f{i}") for i in range(2)]
     try:
         statuses = [f.wait_ready() for f in fronts]
         assert all(s["state"] == "ready" and s["engine"] == "shared" for s in statuses), statuses

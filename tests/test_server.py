@@ -247,7 +247,7 @@ def test_bad_requests_get_errors_or_empty_results(tiny_server):
 def test_smollm2_profile_completes_over_lsp(smollm2, tmp_path):
     client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
     try:
-        client.initialize({"profile": "smollm2-135m"})
+        client.initialize({"profile": "smollm2-135m", "deadlineMs": 60000})  # a loaded machine must not cut it
         assert client.wait_ready()["state"] == "ready"
         client.open(URI, SOURCE)
         items = client.inline(URI, 4, 10)

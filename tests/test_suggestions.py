@@ -81,18 +81,36 @@ def hf_probs(model_dir, ids: list[int]) -> torch.Tensor:
 
 def test_probabilities_are_the_targets_and_the_cut_stops_at_the_first_unsure_token(tiny_models, tiny_target):
     c = Completer(tiny_target, "ngram", "psm", EngineOptions(context_tokens=512))
-    full = c.complete(PREFIX, SUFFIX, 16)
-    prompt, _ = c.prompts(PREFIX, SUFFIX, 16)
+    prefix = PREFIX.rstrip()  # no whitespace to heal: the distributions are the plain ones
+    full = c.complete(prefix, SUFFIX, 16)
+    prompt, _ = c.prompts(prefix, SUFFIX, 16)
     dist = hf_probs(tiny_models["target"], prompt + full.tokens)
     for j, t in enumerate(full.tokens):
         assert full.probs[j] == pytest.approx(float(dist[len(prompt) - 1 + j, t]), rel=1e-3, abs=1e-5)
     # a token that is less sure than every one before it, from the third on
     j = next(j for j in range(2, len(full.tokens)) if full.probs[j] < min(full.probs[:j]))
     threshold = (full.probs[j] + min(full.probs[:j])) / 2
-    cut = c.complete(PREFIX, SUFFIX, 16, min_confidence=threshold)
+    cut = c.complete(prefix, SUFFIX, 16, min_confidence=threshold)
     assert cut.tokens == full.tokens[:j] and cut.stats.stop_reason == "confidence"
     assert cut.text == c.tokenizer.decode(full.tokens[:j])
     assert cut.confidence == pytest.approx(min(full.probs[:j]))
+
+
+def test_whitespace_before_the_cursor_is_healed(tiny_models, tiny_target):
+    """`data = `: the prompt ends at `data =`, the first token is the target's best among those
+    that start with the space, the rest is plain greedy after it, and the text starts after the
+    space."""
+    c = Completer(tiny_target, "ngram", "psm", EngineOptions(context_tokens=512))
+    g = c.complete(PREFIX, SUFFIX, 10)
+    assert PREFIX.endswith(" ") and g.healed == " "
+    prompt, _ = c.prompts(PREFIX.rstrip(" "), SUFFIX, 10)
+    first_dist = hf_probs(tiny_models["target"], prompt)[-1]
+    allowed = [i for i, t in enumerate(c.tokenizer.token_texts) if t and (t.startswith(" ") or " ".startswith(t))]
+    assert g.tokens[0] == max(allowed, key=lambda i: float(first_dist[i]))
+    rest = generate(c.lanes.get("plain").target, prompt + g.tokens[:1], NoDrafter(), c.tokenizer, SamplingParams(),
+                    StopRules(9, stop_ids(c.tokenizer, "psm")))
+    assert g.tokens[1:] == rest.tokens
+    assert g.text == c.tokenizer.decode(g.tokens)[1:]
 
 
 def test_each_candidate_is_the_greedy_continuation_of_its_branch(tiny_models, tiny_target):
@@ -100,9 +118,10 @@ def test_each_candidate_is_the_greedy_continuation_of_its_branch(tiny_models, ti
     # no time budget for the alternatives: the test checks what they are, not how fast
     c = Completer(tiny_target, draft, "psm", EngineOptions(context_tokens=512, alternatives_time_share=None))
     n = 14
-    g = c.complete(PREFIX, SUFFIX, n, candidates=3, document="cand")
+    prefix = PREFIX.rstrip()  # nothing to heal: every position may branch
+    g = c.complete(prefix, SUFFIX, n, candidates=3, document="cand")
     assert len(g.alternatives) == 2
-    prompt, _ = c.prompts(PREFIX, SUFFIX, n)
+    prompt, _ = c.prompts(prefix, SUFFIX, n)
     dist = hf_probs(tiny_models["target"], prompt + g.tokens)
     least = sorted(range(len(g.tokens)), key=lambda j: g.probs[j])[:2]
     assert sorted(a.branch for a in g.alternatives) == sorted(least)
