@@ -198,14 +198,14 @@ class Completer:
         mode = resolve_fim(fim, self.tokenizer, self.target_info.name) if fim else self.fim
         reserve = max_new_tokens + self.options.k_max + 1
         budget = min(self.options.context_tokens, self.capacity - reserve)
-        extra = context_ids(self.tokenizer, context, min(context_tokens, budget // 3), self._encoded) if context_tokens else []
+        extra = context_ids(self.tokenizer, context, min(context_tokens, budget // 2), self._encoded) if context_tokens else []
         target_prompt = build_prompt(self.tokenizer, mode, prefix, suffix if mode != "none" else "", budget, extra)
         draft_prompt = None
         if self.draft_info is not None:
             draft_budget = min(self.options.context_tokens, self.draft_capacity - reserve)
             draft_mode = mode if draft_fim == "auto" and self.draft_infills else "none"
             tok = self.draft_info.tokenizer
-            draft_extra = context_ids(tok, context, min(context_tokens, draft_budget // 3), self._encoded) if context_tokens else []
+            draft_extra = context_ids(tok, context, min(context_tokens, draft_budget // 2), self._encoded) if context_tokens else []
             draft_prompt = build_prompt(tok, draft_mode, prefix, suffix if draft_mode != "none" else "", draft_budget, draft_extra)
         return target_prompt, draft_prompt
 

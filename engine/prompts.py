@@ -69,8 +69,8 @@ def build_prompt(tok: Tokenizer, mode: str, prefix: str, suffix: str, budget: in
     the cursor. `mode` must already be resolved (see `resolve_fim`). `context` (ids of other files'
     chunks, see `context_ids`) goes first in the prefix part, and the prefix continues it."""
     context = list(context)
-    if len(context) >= budget // 2:
-        context = []  # never at the cost of the file itself (callers budget it well below this)
+    if len(context) > budget // 2:
+        context = []  # never more than half the prompt (callers budget it within this)
     encode_prefix = tok.encode_infill if context else tok.encode
     if mode == "none":
         head = [tok.bos_id] if tok.adds_bos else []
@@ -107,15 +107,15 @@ def build_prompt(tok: Tokenizer, mode: str, prefix: str, suffix: str, budget: in
 
 def context_ids(tok: Tokenizer, chunks: tuple[str, ...] | list[str], budget: int,
                 encoded: dict | None = None) -> list[int]:
-    """Ids of the newest chunks (the list runs oldest to newest) that fit in `budget`, in the
-    list's order: the same chunks give the same ids, so a prompt that keeps them keeps its cached
+    """Ids of the newest chunks (the list runs oldest to newest) that fit in `budget` (one too big
+    for what is left is passed over), in the list's order: the same chunks give the same ids, so a prompt that keeps them keeps its cached
     prefix. The first chunk starts a segment, the others continue it. `encoded` memoises."""
     kept: list[str] = []
     total = 0
     for chunk in reversed(chunks):
         n = len(_encoded(tok, chunk, False, encoded)) + 1  # +1: a leading space when it comes first
         if total + n > budget:
-            break
+            continue  # too big for what is left: an older, smaller chunk may still fit
         kept.insert(0, chunk)
         total += n
     ids: list[int] = []

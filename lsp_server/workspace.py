@@ -2,8 +2,8 @@
 
 What goes in (each chunk at most `CHUNK_LINES` lines, headed by its file's path as a comment in
 that file's language):
-- the outline of every opened document: its definition lines (def, class, function, ...), so a
-  call into another file can use the names and signatures defined there;
+- the outline of every opened document: its definition lines (def, class, function, ...; at most
+  `OUTLINE_LINES`), so a call into another file can use the names and signatures defined there;
 - the text around each edit, and around each cursor that asked for a suggestion: what the user
   worked on there, as llama.vim gathers its extra chunks.
 
@@ -13,7 +13,9 @@ text around the latest edit or cursor of a document waits beside the ring until 
 from another document (the user moved on, as llama.vim gathers a buffer's chunk when it is left):
 so while the user types in one file the ring does not change at all.
 
-A request gets the ring's chunks of the other documents, in ring order, without the ones much like
+Chunks that define a name the request's window uses move to the ring's newest end (the engine's
+budget keeps the newest first). A request gets the ring's chunks of the other documents, in ring
+order, without the ones much like
 its own window, plus the current file's path: the same chunks in the same order while the user
 types, so the engine keeps its cached prompt prefix. The engine takes the newest ones that fit
 `extraContextTokens`.
@@ -29,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 RING_SIZE = 16
 CHUNK_LINES = 32
+OUTLINE_LINES = 24
 SIMILAR = 0.5
 """Chunks sharing more than this share of their lines (Jaccard) are near-duplicates."""
 IN_WINDOW = 0.6
@@ -38,6 +41,9 @@ IN_WINDOW = 0.6
 DEFINITION = re.compile(
     r"^\s*(export\s+|pub(\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|extern\s+)*"
     r"(def|class|function|fn|func|struct|interface|trait|impl|enum|type|module|defun|defmacro|local\s+function)\b")
+
+DEFINED_NAME = re.compile(DEFINITION.pattern + r"\s+(?P<name>[A-Za-z_][A-Za-z0-9_]{2,})")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 
 _COMMENT_BY_LANGUAGE = {
     "#": ("python", "shellscript", "sh", "bash", "ruby", "perl", "r", "yaml", "toml", "makefile", "dockerfile",
@@ -76,6 +82,11 @@ class Chunk:
     """What the prompt gets: the header line and the lines, ending with a newline."""
 
     @cached_property
+    def defines(self) -> frozenset[str]:
+        """The names this chunk's definition lines define."""
+        return frozenset(m.group("name") for line in self.lines if (m := DEFINED_NAME.match(line)))
+
+    @cached_property
     def key(self) -> frozenset[str]:
         return frozenset(line.strip() for line in self.lines if line.strip())
 
@@ -98,7 +109,7 @@ class Workspace:
         lines = text.split("\n")
         outline = [line.rstrip() for line in lines if DEFINITION.match(line)]
         if outline:
-            self._add(self._chunk(uri, "outline", outline[: self.chunk_lines]))
+            self._add(self._chunk(uri, "outline", outline[:OUTLINE_LINES]))
 
     def changed(self, uri: str, text: str, line: int) -> None:
         """An edit at `line` (0-based): the text around it joins the ring once the user moves on."""
@@ -121,6 +132,7 @@ class Workspace:
         for other in [u for u in self.pending if u != uri]:
             text, line, offset = self.pending.pop(other)
             self._add(self._around(other, "work", text, line if line is not None else text.count("\n", 0, offset)))
+        self._promote(uri, window)
         seen = {line.strip() for line in window.split("\n") if line.strip()}
         chosen = []
         for chunk in self.ring:
@@ -135,6 +147,15 @@ class Workspace:
         return tuple(chosen) + (self._header(uri) + "\n",)
 
     # -- the ring ------------------------------------------------------------------------------
+    def _promote(self, uri: str, window: str) -> None:
+        """Move the chunks that define a name the window uses to the ring's newest end (in their
+        order), where the engine's budget keeps them first. The ring changes only when that set
+        of chunks changes, not at every keystroke."""
+        names = set(IDENTIFIER.findall(window))
+        wanted = [c for c in self.ring if c.uri != uri and c.defines & names]
+        if wanted and self.ring[len(self.ring) - len(wanted):] != wanted:
+            self.ring = [c for c in self.ring if c not in wanted] + wanted
+
     def _add(self, chunk: Chunk | None) -> None:
         if chunk is None:
             return

@@ -57,6 +57,23 @@ def test_near_duplicates_are_replaced_the_ring_is_bounded_and_order_is_stable():
     assert all("f20.py" not in c for c in ws.context_for(MAIN, ""))
 
 
+def test_chunks_defining_a_name_the_window_uses_come_last_and_oversized_ones_are_passed_over(tiny_models):
+    ws = Workspace()
+    ws.opened(HELPERS, HELPERS_TEXT, "python")
+    ws.opened("file:///proj/pkg/other.py", "def unrelated_thing():\n    pass\n", "python")
+    chunks = ws.context_for(MAIN, MAIN_TEXT)  # main.py imports normalize_header_name
+    assert "def normalize_header_name" in chunks[-2] and "unrelated_thing" in chunks[0]
+    assert ws.context_for(MAIN, MAIN_TEXT + "x = 1\n") == chunks  # typing on: the same chunks, same order
+
+    from engine.loading import load_tokenizer
+    from engine.prompts import context_ids
+
+    tok = load_tokenizer(str(tiny_models["target"]), False)
+    big, small = "# big.py\n" + "x = 1\n" * 200, "# small.py\ndef f():\n    pass\n"
+    ids = context_ids(tok, (small, big), 100)
+    assert tok.decode(ids).strip() == small.strip()  # the newest is too big: the older one still fits
+
+
 def test_a_chunk_much_like_the_window_is_left_out():
     ws = Workspace()
     ws.changed(HELPERS, HELPERS_TEXT, 4)
