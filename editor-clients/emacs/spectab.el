@@ -306,8 +306,23 @@ changing them in a running session (model changes reload the model)."
   :type 'number)
 
 (defcustom spectab-request-timeout 30
-  "Seconds after which an unanswered request is given up."
+  "Seconds after which an unanswered request is given up.
+Never less than `spectab-deadline-ms' plus `spectab--deadline-margin':
+at its deadline the server answers with what it has, and that answer
+must not be thrown away."
   :type 'number)
+
+(defconst spectab--deadline-margin 10
+  "Seconds an answer may take beyond the server's deadline.
+The server checks its deadline between generation steps, one of which
+takes a second or more on a busy CPU, then post-processes and sends.")
+
+(defun spectab--request-timeout ()
+  "Seconds to wait for an answer: see `spectab-request-timeout'."
+  (max spectab-request-timeout
+       (if (numberp spectab-deadline-ms)
+           (+ (/ spectab-deadline-ms 1000.0) spectab--deadline-margin)
+         0)))
 
 (defcustom spectab-keep-suggestion-commands
   '(ignore handle-switch-frame handle-select-window handle-focus-in handle-focus-out)
@@ -535,7 +550,7 @@ or point than the one asked about is ignored."
                            (list :context (list :triggerKind trigger-kind))))
            (id (spectab--send-request
                 server :textDocument/inlineCompletion params
-                :timeout spectab-request-timeout
+                :timeout (spectab--request-timeout)
                 :success-fn (lambda (result)
                               (spectab--answered buffer seq tick pos server result))
                 :error-fn (lambda (&optional err &rest _)
