@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+from .blocks import cut_block
 from .speculative import Generation, StopRules
 
 
@@ -31,7 +32,13 @@ def alternatives(greedy: Generation, count: int, stops: StopRules,
     """Up to `count` alternatives to `greedy`, the most likely branch first. `run(branch, stops)`
     generates greedily after the prompt plus the branch ids."""
     found: list[tuple[float, Generation]] = []
-    for j in branch_points(greedy, count, stops.stop_ids):
+    points = branch_points(greedy, len(greedy.tokens), stops.stop_ids)
+    if stops.block_of is not None:
+        # past the end of the cursor's block the suggestion is cut off: a branch there would show
+        # as a repeat of the greedy one
+        kept = len(cut_block(greedy.text, stops.block_of).rstrip("\n"))
+        points = [j for j in points if len(decode(greedy.tokens[:j])) <= kept]
+    for j in points[:count]:
         if stops.cancelled is not None and stops.cancelled():
             break
         token, p = greedy.runner_up[j]

@@ -116,11 +116,15 @@ class Tokenizer:
         return self._token_texts
 
     def starting_with(self, text: str) -> list[int]:
-        """Ids whose text starts with `text` or is a non-empty start of it: the tokens a completion
-        that must begin with `text` may begin with."""
+        """Ids whose text is a non-empty start of `text`, or starts with it and goes on with
+        something other than a space or tab: the tokens a completion that must begin with exactly
+        `text` (whitespace) may begin with."""
         cache = self.__dict__.setdefault("_starting_with", {})
         if text not in cache:
-            cache[text] = [i for i, t in enumerate(self.token_texts) if t and (t.startswith(text) or text.startswith(t))]
+            # a token that spells `text` out and goes on with more blanks would indent deeper than
+            # the user did (SmolLM2 offers 7 spaces + ` print` after `\n` for `    `): not allowed
+            cache[text] = [i for i, t in enumerate(self.token_texts)
+                           if t and (text.startswith(t) or (t.startswith(text) and t[len(text):][:1] not in (" ", "\t")))]
         return cache[text]
 
     def pieces(self) -> list[str]:
