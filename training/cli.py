@@ -39,7 +39,7 @@ def add_subcommands(tsub) -> None:
                         ("distill", "train a draft on a target model's distribution (--teacher)")):
         p = tsub.add_parser(name, help=about, description=f"{about[0].upper()}{about[1:]}. The same command runs on one CPU, "
                             "one GPU, or under torchrun on many GPUs and nodes.")
-        p.add_argument("--preset", default=None, help="amd-llama-135m, amd-llama-135m-code or tiny")
+        p.add_argument("--preset", default=None, help="amd-llama-135m, amd-llama-135m-code, amd-llama-135m-code-fim or tiny")
         p.add_argument("--config", default=None, help="a config.json saved by an earlier run")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
         p.add_argument("--stop-after", type=int, default=0, metavar="STEPS", help="stop (with a checkpoint) after this many steps")
@@ -55,7 +55,9 @@ def add_subcommands(tsub) -> None:
 
     p = tsub.add_parser("eval", help="validation loss, and acceptance against a target",
                         description="Validation loss and perplexity; with --target, the draft's acceptance rate against "
-                        "that target on held-out text, measured with the engine, and the speedup it implies.")
+                        "that target on held-out text, measured with the engine, and the speedup it implies: at "
+                        "left-to-right cursors (nothing after them) and, for an infilling target, at infilling "
+                        "cursors (code after them), the draft reading the kind of prompt it was trained on.")
     p.add_argument("checkpoint", help="a ckpt-*.pt file or a run folder")
     p.add_argument("--data", nargs="+", default=(), help="prepared datasets (default: the run's)")
     p.add_argument("--target", default="", help="the target model to draft for")

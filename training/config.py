@@ -60,8 +60,18 @@ class TrainConfig:
     seed: int = 1337
     """Seeds initialisation and the data order."""
 
+    fim_rate: float = 0.0
+    """Share of documents laid out for fill-in-the-middle (CodeLlama: 0.9); needs a tokenizer with
+    infilling tokens. Cut points and order are drawn from the seed and the sequence number."""
+    fim_spm_rate: float = 0.5
+    """Share of the infilling documents in SPM order (suffix first), the rest PSM (CodeLlama: 0.5)."""
+
     init_from: str = ""
     """Start from these weights (hub id, Hugging Face folder, .gguf) instead of random ones."""
+    vocab_from: str = ""
+    """With init_from: grow the model's vocabulary to this tokenizer's (its first ids must be the
+    model's own), e.g. a 32000-token draft to CodeLlama's 32016. The new embedding and output rows
+    start as the mean of the existing ones; set --model.vocab_size to the tokenizer's size."""
     teacher: str = ""
     """distill: the target model whose distribution the draft learns."""
     distill_temperature: float = 1.0
@@ -121,7 +131,8 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "model":
             continue
         kind = "LIST" if f.name == "data" else f.type
-        group.add_argument(f"--{f.name}", dest=f"cfg.{f.name}", default=None, metavar=str(kind).upper()[:12],
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        group.add_argument(*names, dest=f"cfg.{f.name}", default=None, metavar=str(kind).upper()[:12],
                            nargs="+" if f.name == "data" else None, help=_doc(TrainConfig, f.name))
     for f in fields(ModelConfig):
         group.add_argument(f"--model.{f.name}", dest=f"cfg.model.{f.name}", default=None, metavar=str(f.type).upper()[:12])

@@ -67,12 +67,13 @@ class Dataset:
 
 
 class Mixture:
-    def __init__(self, datasets: list[Dataset], weights: list[float], seed: int):
+    def __init__(self, datasets: list[Dataset], weights: list[float], seed: int, transform=None):
         if not datasets:
             raise SpectabError("no training data: give prepared folders with --data")
         if any(w <= 0 for w in weights):
             raise SpectabError("mixture weights must be positive")
         self.datasets, self.seed = datasets, seed
+        self.transform = transform  # (window, g) -> window, e.g. fim.FimTransform
         total = sum(weights)
         # largest-remainder counts per PATTERN sequences, spread evenly through the pattern
         quota = [w / total * PATTERN for w in weights]
@@ -94,7 +95,8 @@ class Mixture:
         k = (g // PATTERN) * self.per_pattern[d] + self.rank_in_pattern[g % PATTERN]
         ds = self.datasets[d]
         epoch, j = divmod(k, ds.windows)
-        return ds.window(_affine(j, ds.windows, self.seed, d, epoch))
+        window = ds.window(_affine(j, ds.windows, self.seed, d, epoch))
+        return self.transform(window, g) if self.transform is not None else window
 
     def batch(self, first: int, count: int) -> torch.Tensor:
         """Sequences first .. first+count-1 as int64 [count, seq_len + 1]."""

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from engine.model import Llama
 from . import checkpoint
 from .config import TrainConfig
 from .data import Dataset, Mixture, parse_data
+from .fim import FimTransform
 from .distributed import TrainModule, World, join, leave, mean, wrap
 from .shards import tokenizer_fingerprint
 from .tokenizer import load_tokenizer
@@ -98,15 +99,18 @@ def _run(cfg: TrainConfig, world: World, resume: bool, stop_after: int, time_lim
     if tok.vocab_size > cfg.model.vocab_size:
         raise SpectabError(f"the tokenizer has {tok.vocab_size} tokens but the model only {cfg.model.vocab_size}; set --model.vocab_size")
     specs = parse_data(cfg.data)
-    train = Mixture([Dataset(p, "train", cfg.seq_len, fingerprint) for p, _ in specs], [w for _, w in specs], cfg.seed)
+    fim = FimTransform(tok, cfg.fim_rate, cfg.fim_spm_rate, cfg.seed) if cfg.fim_rate > 0 else None
+    train = Mixture([Dataset(p, "train", cfg.seq_len, fingerprint) for p, _ in specs], [w for _, w in specs], cfg.seed, fim)
     val = [d for d in (_val_split(p, cfg.seq_len, fingerprint) for p, _ in specs) if d is not None]
 
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if world.device.type == "cuda" else "fp32")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and world.device.type == "cuda" else nullcontext()
 
+    if cfg.vocab_from and not cfg.init_from:
+        raise SpectabError("--vocab_from grows the vocabulary of a model given with --init_from; set both")
     llama = Llama(cfg.model)
     if cfg.init_from:
-        _load_initial(llama, cfg.init_from)
+        llama = _load_initial(llama, cfg.init_from, cfg.vocab_from)
     else:
         init_weights(llama, cfg.seed)
     llama.to(world.device)
@@ -240,15 +244,32 @@ def _sync_gradients(model, last: bool, fsdp: bool) -> None:
         model.require_backward_grad_sync = last
 
 
-def _load_initial(llama: Llama, spec: str) -> None:
+def _load_initial(llama: Llama, spec: str, vocab_from: str = "") -> Llama:
+    """`llama` with the weights of `spec`; with `vocab_from`, the weights of a smaller vocabulary
+    grown to the configured one."""
+    from engine.loading import load_tokenizer as engine_tokenizer
     from engine.loading import read_config, resolve, weight_reader
     from engine.model import load_hf_weights
+    from engine.tokens import check_compatible
+
+    from .vocab import grow_vocab
 
     folder = resolve(spec, allow_download=True)
-    cfg = read_config(folder)
-    if cfg != llama.config:
-        raise SpectabError(f"--init_from {spec} has another shape than the configured model ({cfg} vs {llama.config})")
-    load_hf_weights(llama, weight_reader(folder))
+    saved = expected = read_config(folder)
+    if vocab_from:
+        bigger = load_tokenizer(vocab_from)
+        if bigger.vocab_size != llama.config.vocab_size:
+            raise SpectabError(f"--vocab_from {vocab_from} has {bigger.vocab_size} tokens; set --model.vocab_size {bigger.vocab_size}")
+        check_compatible(engine_tokenizer(str(folder)), bigger)  # the old ids mean the same in the new vocabulary
+        expected = replace(saved, vocab_size=max(saved.vocab_size, bigger.vocab_size))
+    if expected != llama.config:
+        raise SpectabError(f"--init_from {spec} has another shape than the configured model ({saved} vs {llama.config})")
+    if saved.vocab_size == llama.config.vocab_size:
+        load_hf_weights(llama, weight_reader(folder))
+        return llama
+    small = Llama(saved)
+    load_hf_weights(small, weight_reader(folder))
+    return grow_vocab(small, llama.config.vocab_size)
 
 
 def _teacher(cfg: TrainConfig, tok, world: World) -> Llama:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from engine.errors import SpectabError
 
 from ..config import TrainConfig
-from . import amd_llama_135m, amd_llama_135m_code, tiny
+from . import amd_llama_135m, amd_llama_135m_code, amd_llama_135m_code_fim, tiny
 
 PRESETS = {
     "amd-llama-135m": amd_llama_135m.config,
     "amd-llama-135m-code": amd_llama_135m_code.config,
+    "amd-llama-135m-code-fim": amd_llama_135m_code_fim.config,
     "tiny": tiny.config,
 }
 
