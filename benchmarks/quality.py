@@ -642,7 +642,7 @@ def main() -> None:
         "accepted at least in part); precision: exact matches / shown. Raw: the engine's text (its single-line and "
         "block-end stops apply); post: after the server's `finish` (block cut, line-end trim, repeats dropped). "
         f"Greedy, up to {args.max_new_tokens} new tokens, contextTokens {args.context_tokens}; the engine gives workspace "
-        f"context at most a third of the prompt ({args.context_tokens // 3} tokens). Call sites and mid-line cursors are asked "
+        f"context at most half of the prompt ({args.context_tokens // 2} tokens). Call sites and mid-line cursors are asked "
         "for one line, end-of-line and new-line cursors for the rest of the block (block_of, as `multiline: auto`); "
         f"multi-line references of at most {args.max_ref_tokens} tokens. 1-minute load average {load:.1f} before, "
         f"{load_after:.1f} after (2 cores; above 2, other work shared them)." + (
