@@ -78,7 +78,7 @@ SHAPES_7B = {
 DRAFT_SHAPES = {
     "full": dict(hidden=768, layers=12, heads=12, kv_heads=12, intermediate=2048, vocab=32000, positions=2048, theta=1e4),
     "wide": dict(hidden=768, layers=12, heads=12, kv_heads=12, intermediate=2048, vocab=32000, positions=2048, theta=1e4),
-    # intermediate a multiple of 8: torch 2.13's _weight_int8pack_mm segfaults on other input widths for some row counts
+    # intermediate a multiple of 16: torch 2.13's _weight_int8pack_mm segfaults on other input widths (engine/quant.py INT8_COLS)
     "tiny": dict(hidden=64, layers=2, heads=1, kv_heads=1, intermediate=176, vocab=32000, positions=2048, theta=1e4),
 }
 T_START = float(os.environ.get("CPU_VS_LLAMACPP_T0", time.time()))  # the 7B worker keeps its parent's clock

@@ -27,7 +27,13 @@ model's weights when it has one: the weight-only kernels are built for few rows,
 AVX2 CPU a 256-row product through the int4 kernel took 1.7x the time of MKL's float32 one."""
 GROUP = 32  # int4 group size: GGUF's Q4_0/Q4_1 block length
 INT4_ROWS = 16  # the int4 kernel's packing takes output widths that are multiples of this
-INT8_COLS = 8  # torch 2.13's int8 kernel crashes on input widths that are not multiples of this
+INT8_COLS = 16
+"""torch 2.13's int8 kernel crashes on input widths that are not multiples of this: of 8 on AVX2,
+and of 16 on AVX-512 (its path from 4 input rows on), where each row of bfloat16 input must start
+on a 32-byte boundary. Real models' widths are multiples of 64."""
+ALIGNMENT = 64
+"""The same AVX-512 path also crashes on an input, weight or scale that does not start on a 16- or
+32-byte boundary; torch allocates at 64 bytes, safetensors files place tensors at 8."""
 KERNEL_DTYPE = torch.bfloat16
 
 
@@ -55,13 +61,14 @@ class Int8Proj(nn.Module):
         rows = x.numel() // self.d_in
         if self.dense is not None and rows >= DENSE_MIN_ROWS:
             return dense_product(x, self.dense)
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.d_in).to(KERNEL_DTYPE), self.q, self.scale)
+        rows = aligned(x.reshape(-1, self.d_in).to(KERNEL_DTYPE).contiguous())
+        y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scale)
         return y.view(*x.shape[:-1], self.d_out).to(x.dtype)
 
     def fill(self, q: torch.Tensor, scale: torch.Tensor) -> None:
         assert q.shape == self.q.shape, f"int8 weight {tuple(q.shape)} does not fit {tuple(self.q.shape)}"
-        self.q = q.to(torch.int8).contiguous()
-        self.scale = scale.to(self.scale.dtype).contiguous()
+        self.q = aligned(q.to(torch.int8).contiguous())
+        self.scale = aligned(scale.to(self.scale.dtype).contiguous())
 
 
 class Int4Proj(nn.Module):
@@ -88,6 +95,12 @@ class Int4Proj(nn.Module):
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
         zero = m.float() + 8 * d.float()
         self.sz = torch.stack((d.float(), zero), dim=-1).transpose(0, 1).to(self.sz.dtype).contiguous()
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` (contiguous), or a copy of it on an `ALIGNMENT` boundary when it is not on one (a slice
+    of a bigger tensor, a tensor read from a file): the int8 kernel crashes on it (see ALIGNMENT)."""
+    return t if t.data_ptr() % ALIGNMENT == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
 def dense_product(x: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .errors import SpectabError, first_line
 from .gguf_tensors import NATIVE_INT4, SourceWeight
 from .model import Llama, Proj
 from .devices import parameter_count
-from .quant import (GROUP, INT4_ROWS, INT8_COLS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, int4_groups, int8_rows,
+from .quant import (GROUP, INT4_ROWS, INT8_COLS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, aligned, int4_groups, int8_rows,
                     keep_dense, make_proj)
 
 log = logging.getLogger("spectab")
@@ -197,7 +197,8 @@ def load_packed(cfg: ModelConfig, file: Path) -> Llama:
             if names != expected:
                 raise SpectabError(f"{file} lacks {sorted(expected - names)[:3]} or has extra tensors")
             for name in sorted(names):
-                assign(model, name, f.get_tensor(name))
+                # the file puts tensors on 8-byte boundaries, where the int8 kernel crashes
+                assign(model, name, aligned(f.get_tensor(name)))
     except SpectabError:
         raise
     except Exception as err:  # truncated or overwritten: safetensors' own errors, asserts

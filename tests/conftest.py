@@ -128,7 +128,7 @@ def tiny_models(tmp_path_factory, llama_tokenizer_dir, codellama_tokenizer_dir) 
     """Folders: `target` (32016 tokens), `draft` (independent, 32000), `same` (the target cut to
     32000: always agrees), `noisy` (the target plus noise: sometimes agrees)."""
     root = tmp_path_factory.mktemp("tiny")
-    target = hf_llama(32016, 128, 2, 1, 1, 344, 1e6, 16384, False, seed=1, std=0.08)
+    target = hf_llama(32016, 128, 2, 1, 1, 336, 1e6, 16384, False, seed=1, std=0.08)
     draft = hf_llama(32000, 64, 2, 1, 1, 171, 1e4, 2048, False, seed=2, std=0.08)
     return {
         "target": save_hf(target, codellama_tokenizer_dir, root / "target"),

@@ -132,6 +132,21 @@ def test_the_packed_model_is_cached_and_a_damaged_copy_rebuilt(gguf_models, capl
     assert torch.equal(logits(first, IDS), logits(rebuilt, IDS))
 
 
+def test_the_int8_kernel_gets_aligned_tensors_from_the_cache_and_from_slices(gguf_models):
+    """torch 2.13's int8 kernel (its AVX-512 path, from 4 rows on) crashes on an input, weight or
+    scale off a 32-byte boundary, and a safetensors file puts tensors on 8-byte ones: the packed
+    model read back from the cache and a slice of activations reach the kernel aligned."""
+    first = load_model(str(gguf_models["mixed"]), "cpu", quant="auto")
+    again = load_model(str(gguf_models["mixed"]), "cpu", quant="auto")  # read back from the cache
+    misaligned = [n for n, t in again.model.named_buffers() if t is not None and t.data_ptr() % 64]
+    assert not misaligned, misaligned
+    assert torch.equal(logits(first, IDS), logits(again, IDS))  # 18 rows through the int8 down projections
+    proj = next(m for m in again.model.modules() if isinstance(m, Int8Proj))
+    x = torch.randn(9 * proj.d_in + 16, dtype=torch.bfloat16)[16:].view(9, proj.d_in)  # 32 bytes past a boundary
+    assert x.data_ptr() % 64
+    torch.testing.assert_close(proj(x), proj(x.clone()), rtol=0, atol=0)
+
+
 def test_a_gguf_type_we_cannot_read_is_one_clear_error(tmp_path):
     rows, cols = 64, 64
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType.Q8_1]

@@ -212,7 +212,7 @@ def test_bad_quant_settings_are_said_and_the_server_recovers(tiny_models, tmp_pa
         assert client.wait_ready()["state"] == "ready"
         assert any("spectab.quant must be auto, none, int8, int4" in m["message"] for m in client.messages)
         status = client.request("spectab/status", {})
-        assert status["quant"] == "int4+int8" and status["device"] == "cpu"  # the 344-wide down projection: int8
+        assert status["quant"] == "int4+int8" and status["device"] == "cpu"  # the 336-wide down projection: int8
         client.open(URI, SOURCE)
         assert isinstance(client.inline(URI, 4, 10), list)
         client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"quant": "none", "threads": 1}}})
