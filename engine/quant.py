@@ -10,10 +10,13 @@ Two layouts, both multiplied by ATen kernels (no hand-written kernels here):
 The int4 form is exactly GGUF's Q4_1 (w = q d + m) and Q4_0 (w = (q - 8) d, so m = -8 d): their
 blocks are 32 weights along a row, so their nibbles and scales are repacked, never rounded again.
 The kernels take bfloat16 input (their float32 input path is several times slower). Between the
-projections a quantized model computes in `activation_dtype()`: bfloat16 where the CPU has it in
-hardware (AVX-512 BF16, AMX), else float32, since there bfloat16 attention and element-wise
-operations are emulated and cost more than the conversions (0.73 ms vs 0.13 ms for one SmolLM2
-attention over 800 cached positions on a 2-core AVX2 EPYC).
+projections a quantized model computes in float32 on every CPU. On AVX2 bfloat16 attention and
+element-wise operations are emulated and cost more than the conversions (0.73 ms vs 0.13 ms for one
+SmolLM2 attention over 800 cached positions on a 2-core AVX2 EPYC). On CPUs with AVX-512 BF16 and
+AMX they are native, but rounding every intermediate to bfloat16 made a position's result depend on
+how many positions ran with it: a prompt extended from its cached prefix gave other greedy tokens
+than the same prompt prefilled at once (tests/test_lanes.py, on a 2-core Xeon with AMX), and the
+engine's reuse and losslessness rest on that equality.
 """
 
 from __future__ import annotations
@@ -38,12 +41,8 @@ KERNEL_DTYPE = torch.bfloat16
 
 
 def activation_dtype() -> torch.dtype:
-    """bfloat16 on CPUs with native bfloat16 arithmetic, else float32 (see the module doc)."""
-    try:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except AttributeError:  # older torch: assume the common case
-        native = False
-    return torch.bfloat16 if native else torch.float32
+    """float32, on every CPU (see the module doc)."""
+    return torch.float32
 
 
 class Int8Proj(nn.Module):

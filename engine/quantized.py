@@ -37,7 +37,7 @@ from .quant import (GROUP, INT4_ROWS, INT8_COLS, KERNEL_DTYPE, Int4Proj, Int8Pro
 
 log = logging.getLogger("spectab")
 
-FORMAT = "spectab-packed-3"
+FORMAT = "spectab-packed-4"  # 4: float parts always float32 (were bfloat16 on AVX-512 BF16 CPUs)
 DENSE_MAX_PARAMS = 1e9
 """Models up to this size also keep a float32 copy of their quantized weights for prompt prefills
 (engine/quant.py, DENSE_MIN_ROWS): SmolLM2-135M's 540 MB buy prefills 2-3x faster; a 7B model's
