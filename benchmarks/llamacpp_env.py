@@ -5,7 +5,7 @@ llama-cpp-python's OpenAI-compatible server and to llama.cpp's own `llama-server
 of the two with `/infill`). Both are built from source once, into one venv that every later run
 reuses. Building takes minutes, so its location must not follow SPECTAB_CACHE_DIR (the tests point
 that at a fresh folder per run): it is `SPECTAB_LLAMA_CPP_VENV` when set, else
-`<platformdirs user cache>/spectab/bench/llama-cpp-0.3.36`.
+`<platformdirs user cache>/spectab/bench/llama-cpp-0.3.36-noamx` (built without AMX; see NO_AMX_FLAGS).
 
     python benchmarks/llamacpp_env.py [--server] [--llama-server]
 
@@ -39,6 +39,21 @@ LLAMA_SERVER_CMAKE = [
 ]
 
 
+# llama.cpp 0.3.36 built for the machine it runs on (-march=native) uses AMX where the CPU has it,
+# and on a 2-core Xeon with AMX both servers crashed (a segmentation fault) on their first forward
+# through the AMX buffers (with tiny test models and SmolLM2 alike); `--no-repack`, which turns the
+# AMX buffers off, stopped it. Both builds leave AMX out: explicit -mno-* flags win over
+# -march=native in GCC and Clang, and on CPUs without AMX they change nothing. CMake takes its
+# first C and C++ flags from CFLAGS and CXXFLAGS, in both builds (pip's and llama-server's).
+NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def _no_amx_env() -> dict:
+    return os.environ | {v: f"{os.environ.get(v, '')} {NO_AMX_FLAGS}".strip() for v in ("CFLAGS", "CXXFLAGS")}
+
+BUILD_TAG = "noamx"  # in the venv's name: a venv built before this rebuilds
+
+
 class BuildError(Exception):
     """A step that failed: one line naming the log, which `log` holds."""
 
@@ -61,7 +76,7 @@ def venv_dir() -> Path:
         root = user_cache_path("spectab")
     except ImportError:  # a bare interpreter: the XDG layout, which is what platformdirs gives on Linux
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectab"
-    return root / "bench" / f"llama-cpp-{VERSION}"
+    return root / "bench" / f"llama-cpp-{VERSION}-{BUILD_TAG}"
 
 
 def _probe(python: Path, code: str) -> bool:
@@ -115,7 +130,7 @@ def ensure_python(server: bool = False) -> Path:
                 f"log: {build_log})")
             t0 = time.monotonic()
             _run_logged([str(python), "-m", "pip", "install", f"llama-cpp-python=={VERSION}"], build_log,
-                        f"building llama-cpp-python {VERSION}")
+                        f"building llama-cpp-python {VERSION}", env=_no_amx_env())
             log(f"llama-cpp-python built in {time.monotonic() - t0:.0f} s")
         if server and not _probe(python, _HAS_SERVER):
             log(f"adding llama-cpp-python's [server] extra (fastapi, uvicorn, sse-starlette, ...; log: {build_log})")
@@ -173,10 +188,10 @@ def ensure_llama_server(jobs: int | None = None) -> Path:
             build = work / "build"
             generator = ["-G", "Ninja"] if shutil.which("ninja") else []
             _run_logged(["cmake", "-S", str(source), "-B", str(build), *generator, *LLAMA_SERVER_CMAKE], build_log,
-                        "configuring llama.cpp")
+                        "configuring llama.cpp", env=_no_amx_env())
             jobs = jobs or os.cpu_count() or 2
             _run_logged(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], build_log,
-                        "compiling llama-server")
+                        "compiling llama-server", env=_no_amx_env())
             built = build / "bin" / "llama-server"
             tmp = binary.with_suffix(".tmp")
             shutil.copy2(built, tmp)
