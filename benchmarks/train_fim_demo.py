@@ -1,0 +1,182 @@
+"""FIM training for drafts, demonstrated on the CPU: does a draft trained with fill-in-the-middle
+agree with an infilling target more often than the same draft trained left to right?
+
+Data: the Python standard library of the running interpreter; every eighth file (sorted by name)
+is held out for the cursors, the rest train. A small "target" trains with FIM (CodeLlama's rate
+0.9, half SPM) so that it infills; then two drafts of one smaller shape train for the same number
+of steps on the same data with the same seed, one left to right (fim_rate 0) and one with FIM
+(0.9). Each is measured with the engine against that target (greedy, k = 4, fixed) at the same
+cursors in held-out files: after the indentation of a line inside a function, once with the rest of
+the file after the cursor (infilling: the target reads <PRE> prefix <SUF> suffix <MID>) and once
+with the file cut at the cursor (end of file). The FIM draft reads the target's own prompt, the
+left-to-right one reads the prefix, as the engine gives each (`draftFim auto`).
+
+The tokenizer is a byte-level BPE of 4096 tokens trained here on the training files, with
+CodeLlama's four infilling markers as special tokens: CodeLlama's own 32016-token vocabulary
+would put most of this CPU budget into the output layer of three small models.
+
+    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--cursors 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import write_results  # noqa: E402
+from engine.config import ModelConfig  # noqa: E402
+from training.evaluate import measure  # noqa: E402
+from training.export import export  # noqa: E402
+from training.prepare import prepare  # noqa: E402
+from training.presets import preset  # noqa: E402
+from training.trainer import run  # noqa: E402
+
+MARKERS = ("▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>")  # CodeLlama's spelling: the engine finds them by name
+SEQ_LEN = 256
+NEW_TOKENS = 16
+K = 4
+
+
+def train_tokenizer(files: list[Path], out: Path, vocab: int) -> Path:
+    """A byte-level BPE of `vocab` tokens on `files`, saved as a transformers tokenizer folder."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab - len(MARKERS), special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train([str(f) for f in files], trainer)
+    raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in MARKERS])
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>")
+    hf.save_pretrained(str(out))
+    return out
+
+
+def function_lines(text: str) -> list[int]:
+    """Indices of lines with code inside a function body (indented deeper than a `def` above them)."""
+    lines, picks, body_indent = text.split("\n"), [], None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped.startswith(("def ", "async def ")):
+            body_indent = indent + 1
+        elif body_indent is not None and stripped and indent < body_indent:
+            body_indent = None
+        elif body_indent is not None and stripped and not stripped.startswith(("#", '"', "'")):
+            picks.append(i)
+    return picks
+
+
+def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`n` cursors (prefix, suffix) after the indentation of function-body lines, spread over the
+    files reproducibly; the suffix is the rest of the file (the line's own code taken out)."""
+    r = random.Random(seed)
+    pool = []
+    for f in files:
+        text = f.read_text(encoding="utf-8", errors="replace")
+        pool += [(text, i) for i in function_lines(text) if i > 8]
+    out = []
+    for text, i in r.sample(pool, min(n, len(pool))):
+        lines = text.split("\n")
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        out.append(("\n".join(lines[:i] + [lines[i][:indent]]), "\n" + "\n".join(lines[i + 1:])))
+    return out
+
+
+def completer(draft: Path, target: Path):
+    from engine.completer import Completer, EngineOptions
+    from engine.loading import load_model
+
+    # the prompt fits in the windows the models trained on
+    opts = EngineOptions(context_tokens=SEQ_LEN, max_new_tokens_limit=NEW_TOKENS, k=K, k_min=K, k_max=K, adaptive=False,
+                         min_confidence=0.0)
+    return Completer(load_model(str(target), "cpu", quant="none"), load_model(str(draft), "cpu", quant="none"), "auto", opts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target-steps", type=int, default=600, help="training steps of the target")
+    ap.add_argument("--draft-steps", type=int, default=600, help="training steps of each draft")
+    ap.add_argument("--files", type=int, default=400, help="standard-library files to use (an eighth held out)")
+    ap.add_argument("--cursors", type=int, default=60, help="cursors in the held-out files")
+    args = ap.parse_args()
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    chosen = sorted(stdlib.glob("*.py"))[: args.files]
+    held_out = [f for i, f in enumerate(chosen) if i % 8 == 7]
+    train_files = [f for i, f in enumerate(chosen) if i % 8 != 7]
+    points = cursors(held_out, args.cursors)
+    kinds = {"infilling": points, "end of file": [(prefix, "") for prefix, _ in points]}
+    batch = 8
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = tmp / "src"
+        src.mkdir()
+        for f in train_files:  # a flat copy: the selection is the corpus
+            (src / f.name).write_text(f.read_text(encoding="utf-8", errors="replace"))
+        tokdir = train_tokenizer(sorted(src.iterdir()), tmp / "tokenizer", 4096)
+        manifest = prepare([str(src)], tmp / "corpus", str(tokdir), workers=2, shard_tokens=50_000_000, val_every=20)
+        target_shape = ModelConfig(vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=64,
+                                   intermediate_size=688, max_position_embeddings=SEQ_LEN, tie_word_embeddings=True)
+        draft_shape = replace(target_shape, hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=344)
+        base = replace(preset("tiny"), tokenizer=str(tokdir), data=(str(tmp / "corpus"),), seq_len=SEQ_LEN,
+                       global_batch_tokens=batch * SEQ_LEN, micro_batch=batch, lr=3e-3, min_lr=3e-4, warmup_steps=50,
+                       eval_every=0, eval_batches=8, ckpt_every=0, log_every=100)
+        runs = {
+            "target (FIM)": replace(base, model=target_shape, fim_rate=0.9, seed=1, max_tokens=args.target_steps * batch * SEQ_LEN),
+            "draft, left to right": replace(base, model=draft_shape, fim_rate=0.0, seed=2, max_tokens=args.draft_steps * batch * SEQ_LEN),
+            "draft, FIM": replace(base, model=draft_shape, fim_rate=0.9, seed=2, max_tokens=args.draft_steps * batch * SEQ_LEN),
+        }
+        folders, trained = {}, {}
+        for i, (name, cfg) in enumerate(runs.items()):
+            cfg = replace(cfg, out_dir=str(tmp / f"run{i}"))
+            t0 = time.perf_counter()
+            logs = run(cfg)
+            trained[name] = {"steps": len(logs), "tokens": len(logs) * cfg.global_batch_tokens,
+                             "final_loss": logs[-1].loss, "minutes": (time.perf_counter() - t0) / 60}
+            folders[name] = export(Path(cfg.out_dir), tmp / f"export{i}")
+            print(f"{name}: {json.dumps(trained[name])}", flush=True)
+        data = {"corpus_tokens": manifest["tokens"], "train_files": len(train_files), "held_out_files": len(held_out),
+                "cursors": len(points), "trained": trained, "acceptance": {}}
+        rows = []
+        for name in ("draft, left to right", "draft, FIM"):
+            c = completer(folders[name], folders["target (FIM)"])
+            draft_fim = "auto" if runs[name].fim_rate > 0 else "none"
+            scores = {kind: measure(c, texts, NEW_TOKENS, draft_fim) for kind, texts in kinds.items()}
+            data["acceptance"][name] = scores
+            print(f"{name}: {json.dumps(scores)}", flush=True)
+            rows.append([name, trained[name]["steps"], scores["infilling"]["draft_prompt"]]
+                        + [f"{scores[k]['accepted']}/{scores[k]['drafted']} = {scores[k]['acceptance']:.3f}" for k in kinds]
+                        + [f"{scores[k]['alpha']:.3f}" for k in kinds])
+    ltr, fim = data["acceptance"]["draft, left to right"], data["acceptance"]["draft, FIM"]
+    ratios = {k: fim[k]["acceptance"] / ltr[k]["acceptance"] if ltr[k]["acceptance"] else float("inf") for k in kinds}
+    data["fim_over_ltr"] = ratios
+    rows.append(["FIM / left to right", "", ""] + [f"{ratios[k]:.2f}x" for k in kinds] + ["", ""])
+    print(json.dumps({"fim_over_ltr": ratios}), flush=True)
+    t = trained["target (FIM)"]
+    command = (f"python benchmarks/train_fim_demo.py --target-steps {args.target_steps} --draft-steps {args.draft_steps} "
+               f"--files {args.files} --cursors {args.cursors}")
+    write_results("train_fim_demo", command, data, rows,
+                  ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
+                   "alpha, infilling", "alpha, end of file"],
+                  f"{len(train_files)} training files of Python {sys.version.split()[0]}'s standard library "
+                  f"({manifest['tokens']['train']:,} tokens, a 4096-token byte-level BPE with CodeLlama's infilling markers), "
+                  f"{len(points)} cursors in {len(held_out)} held-out files. Target: hidden 256, 4 layers, FIM 0.9, "
+                  f"{t['steps']} steps; drafts: hidden 128, 2 layers, {args.draft_steps} steps each, "
+                  f"sequences of {SEQ_LEN}, {batch * SEQ_LEN} tokens a step. Acceptance = drafted tokens the target "
+                  f"accepted, greedy, k = {K}, {NEW_TOKENS} new tokens a cursor.")
+
+
+if __name__ == "__main__":
+    main()
