@@ -212,8 +212,10 @@ export async function steadyGhost(page) {
   return shown;
 }
 
-/** Presses `key` and returns the ghost text lines once they differ from `before` (null: gone), or
- * what is shown after `timeoutMs` if nothing changed. */
+/** Presses `key` and returns the ghost text lines once they differ from `before` and hold still
+ * (null: gone), or what is shown after `timeoutMs` if nothing changed. Holding still matters: VS
+ * Code redraws a multi-line ghost text in parts (the inline text, then the lines below), and a
+ * read between the two saw a state that never was. */
 export async function pressForGhost(page, key, before, timeoutMs = 10000) {
   await page.keyboard.press(key);
   const end = Date.now() + timeoutMs;
@@ -222,11 +224,13 @@ export async function pressForGhost(page, key, before, timeoutMs = 10000) {
     await page.waitForTimeout(50);
     now = await ghostLines(page);
   }
+  if (JSON.stringify(now) !== JSON.stringify(before)) {
+    now = await steadyGhost(page);
+  }
   log(`${key}: ghost text ${JSON.stringify(now)}`);
   return now;
 }
 
-/** Ctrl+S, then the file's text once it differs from `original` (or after 15 s). */
 export async function saveAndRead(page, file, original) {
   await page.keyboard.press("Control+S");
   const end = Date.now() + 15000;
