@@ -129,7 +129,8 @@ def ensure_python(server: bool = False) -> Path:
             log(f"building llama-cpp-python {VERSION} from source into {venv} (about 6 minutes, once; "
                 f"log: {build_log})")
             t0 = time.monotonic()
-            _run_logged([str(python), "-m", "pip", "install", f"llama-cpp-python=={VERSION}"], build_log,
+            # --no-cache-dir: a wheel pip built earlier, with other flags, must not stand in for this build
+            _run_logged([str(python), "-m", "pip", "install", "--no-cache-dir", f"llama-cpp-python=={VERSION}"], build_log,
                         f"building llama-cpp-python {VERSION}", env=_no_amx_env())
             log(f"llama-cpp-python built in {time.monotonic() - t0:.0f} s")
         if server and not _probe(python, _HAS_SERVER):
