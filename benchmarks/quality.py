@@ -521,6 +521,10 @@ def analyse(result: dict, budgets: list[int], thresholds: list[float]) -> dict:
     out["latency_paired"] = {"n": len(both), **{str(b): {
         "gen_ms_p50": quantile([r["runs"][str(b)]["gen_ms"] for r in both], 0.5),
         "gen_ms_p90": quantile([r["runs"][str(b)]["gen_ms"] for r in both], 0.9),
+        "gen_ms_mean": statistics.fmean(r["runs"][str(b)]["gen_ms"] for r in both) if both else 0,
+        # what a request prefilled (its prompt less what the lane already held): where context costs time
+        "prefilled_tokens_p50": quantile([r["runs"][str(b)]["prompt_tokens"] - r["runs"][str(b)]["reused_prompt_tokens"]
+                                          for r in both], 0.5),
         "new_tokens_mean": statistics.fmean(r["runs"][str(b)]["new_tokens"] for r in both) if both else 0}
         for b in budgets}}
     # paired wins and losses of exact match (post-processed) against no context
@@ -692,12 +696,14 @@ def markdown_extra(profile: str, a: dict, rec: dict, budgets: list[int], thresho
     out += ["", f"*{profile}: latency* (generation = `Completer.complete` wall time; warm = the file's lane already "
             "served this file with the same context; paired = the cursors warm in every configuration)", "",
             "| context budget | requests (warm) | p50 ms, all | p50 ms, warm | p90 ms, warm | paired p50 ms | paired p90 ms | "
-            "paired new tokens, mean | warm prefill p50 ms | warm prompt reuse | post-processing p50 / p90 ms |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "paired mean ms | paired prompt tokens prefilled, p50 | paired new tokens, mean | warm prefill p50 ms | "
+            "warm prompt reuse | post-processing p50 / p90 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b in budgets:
         x = a["latency"][str(b)]
         out.append(f"| {b} | {x['n_all']} ({x['n_warm']}) | {x['gen_ms_p50_all']:.0f} | {x['gen_ms_p50_warm']:.0f} | "
                    f"{x['gen_ms_p90_warm']:.0f} | {lp[str(b)]['gen_ms_p50']:.0f} (n {lp['n']}) | {lp[str(b)]['gen_ms_p90']:.0f} | "
+                   f"{lp[str(b)]['gen_ms_mean']:.0f} | {lp[str(b)]['prefilled_tokens_p50']:.0f} | "
                    f"{lp[str(b)]['new_tokens_mean']:.1f} | {x['prefill_ms_p50_warm']:.0f} | {pct(x['reused_prompt_share_warm'])} | "
                    f"{x['post_ms_p50']:.3f} / {x['post_ms_p90']:.3f} |")
     out += ["", f"Recommended for {profile}: minConfidence {rec['minConfidence']} ({rec['minConfidence_reason']}); "
