@@ -46,12 +46,11 @@ LLAMA_SERVER_CMAKE = [
 # -march=native in GCC and Clang, and on CPUs without AMX they change nothing. CMake takes its
 # first C and C++ flags from CFLAGS and CXXFLAGS, in both builds (pip's and llama-server's).
 NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+BUILD_TAG = "noamx"  # in the venv's name: a venv built before this rebuilds
 
 
 def _no_amx_env() -> dict:
     return os.environ | {v: f"{os.environ.get(v, '')} {NO_AMX_FLAGS}".strip() for v in ("CFLAGS", "CXXFLAGS")}
-
-BUILD_TAG = "noamx"  # in the venv's name: a venv built before this rebuilds
 
 
 class BuildError(Exception):

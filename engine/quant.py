@@ -60,8 +60,8 @@ class Int8Proj(nn.Module):
         rows = x.numel() // self.d_in
         if self.dense is not None and rows >= DENSE_MIN_ROWS:
             return dense_product(x, self.dense)
-        rows = aligned(x.reshape(-1, self.d_in).to(KERNEL_DTYPE).contiguous())
-        y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scale)
+        flat = aligned(x.reshape(-1, self.d_in).to(KERNEL_DTYPE).contiguous())
+        y = torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scale)
         return y.view(*x.shape[:-1], self.d_out).to(x.dtype)
 
     def fill(self, q: torch.Tensor, scale: torch.Tensor) -> None:
