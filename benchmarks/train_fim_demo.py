@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=400, help="standard-library files to use (an eighth held out)")
     ap.add_argument("--cursors", type=int, default=60, help="cursors in the held-out files")
     args = ap.parse_args()
+    if min(args.target_steps, args.draft_steps, args.cursors) < 1 or args.files < 16:
+        ap.error("steps and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     chosen = sorted(stdlib.glob("*.py"))[: args.files]
