@@ -9,12 +9,20 @@ and stops at <EOT>. StarCoder-style tokenizers spell the same idea <fim_prefix>/
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from .errors import SpectabError
 from .tokens import Tokenizer
 
 FIM_MODES = ("auto", "psm", "spm", "none")
+
+ANCHOR_EVERY = 8
+"""About one non-blank line in this many, chosen by its text, is an anchor: a long prefix is cut
+at an anchor, so the cut stays put while the user types or moves a few lines and the engine keeps
+the prompt's cached start, instead of moving (and costing a whole prefill) with every line."""
+ANCHOR_REACH = 16
+"""Lines past the longest fitting cut searched for an anchor; with none there, cut at the line."""
 
 # (prefix, suffix, middle, end-of-infill) token names per family; the first family the tokenizer
 # has all of wins.
@@ -137,8 +145,9 @@ def _encoded(tok: Tokenizer, text: str, first: bool, memo: dict | None) -> list[
 
 
 def cut_prefix(tok: Tokenizer, text: str, budget: int) -> str:
-    """The longest tail of `text` starting at a line boundary that encodes to <= budget ids; when
-    even the last line is too long, that line's last characters that fit."""
+    """The longest tail of `text` starting at an anchor line (or, with none near, at a line boundary)
+    that encodes to <= budget ids; when even the last line is too long, that line's last
+    characters that fit."""
     if budget <= 0:
         return ""
     lines = text.splitlines(keepends=True)
@@ -152,7 +161,15 @@ def cut_prefix(tok: Tokenizer, text: str, budget: int) -> str:
             lo = mid + 1
     if lo == len(lines):
         return _tail_chars(tok, lines[-1] if lines else text, budget)
+    if lo > 0:
+        # the window may start anywhere; only the text decides where the cut goes
+        lo = next((i for i in range(lo, min(lo + ANCHOR_REACH, len(lines) - 1)) if _is_anchor(lines[i])), lo)
     return "".join(lines[lo:])
+
+
+def _is_anchor(line: str) -> bool:
+    text = line.strip()
+    return bool(text) and zlib.crc32(text.encode("utf-8", "surrogatepass")) % ANCHOR_EVERY == 0
 
 
 def cut_suffix(tok: Tokenizer, text: str, budget: int) -> str:

@@ -106,3 +106,49 @@ def test_one_enormous_line_still_fits(codellama):
     prefix = "data = [" + ", ".join(str(i) for i in range(5000))
     ids = build_prompt(codellama, "psm", prefix, "]\n", 128)
     assert len(ids) <= 128 and codellama.decode(ids[: ids.index(32008)]).endswith(", 4998, 4999")
+
+
+
+
+def _typing_prefill(tok, text: str, mode: str, budget: int, lines: int = 48) -> int:
+    """Prompt ids an engine with a prefix cache prefills while the user types `lines` lines of
+    `text` back, one after another, from its middle (each prompt less what it shares with the one
+    before; the text after the typed lines is the suffix throughout)."""
+    ends = [i + 1 for i, c in enumerate(text) if c == "\n"]
+    typed = ends[len(ends) // 2: len(ends) // 2 + lines + 1]
+    suffix = text[typed[-1]:]
+    total, before = 0, []
+    for end in typed:
+        ids = build_prompt(tok, mode, text[:end], suffix, budget)
+        assert len(ids) <= budget
+        same = next((i for i, (a, b) in enumerate(zip(before, ids)) if a != b), min(len(before), len(ids)))
+        total += len(ids) - same
+        before = ids
+    return total
+
+
+@pytest.mark.parametrize("module", ["inspect", "ast", "argparse"])
+@pytest.mark.parametrize("mode, share", [("psm", 0.7), ("spm", 0.5)])
+def test_the_prefix_cut_stays_put_while_the_user_types(codellama, monkeypatch, module, mode, share):
+    # real code not written here: a cut that moved with every line would cost the engine a whole
+    # prefill per line instead of the new tokens (and, in PSM, the suffix after them)
+    import importlib
+    import inspect
+
+    import engine.prompts as prompts
+
+    text = inspect.getsource(importlib.import_module(module))
+    anchored = _typing_prefill(codellama, text, mode, 1000)
+    monkeypatch.setattr(prompts, "_is_anchor", lambda line: False)
+    per_line = _typing_prefill(codellama, text, mode, 1000)
+    assert anchored <= share * per_line, (anchored, per_line)
+
+
+def test_an_anchored_cut_keeps_most_of_the_budget(codellama):
+    import inspect
+
+    text = inspect.getsource(inspect)
+    middle = text.index("\n", len(text) // 2) + 1
+    ids = build_prompt(codellama, "none", text[:middle], "", 600)
+    assert 600 - 16 * 12 <= len(ids) <= 600  # at most ANCHOR_REACH lines given up
+    assert text[:middle].endswith(codellama.decode(ids[1:]).lstrip())
