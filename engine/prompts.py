@@ -163,11 +163,12 @@ def cut_prefix(tok: Tokenizer, text: str, budget: int) -> str:
         return _tail_chars(tok, lines[-1] if lines else text, budget)
     if lo > 0:
         # the window may start anywhere; only the text decides where the cut goes
-        lo = next((i for i in range(lo, min(lo + ANCHOR_REACH, len(lines) - 1)) if _is_anchor(lines[i])), lo)
+        lo = next((i for i in range(lo, min(lo + ANCHOR_REACH, len(lines) - 1)) if is_anchor(lines[i])), lo)
     return "".join(lines[lo:])
 
 
-def _is_anchor(line: str) -> bool:
+def is_anchor(line: str) -> bool:
+    """Whether a long prompt may start at `line` (see ANCHOR_EVERY)."""
     text = line.strip()
     return bool(text) and zlib.crc32(text.encode("utf-8", "surrogatepass")) % ANCHOR_EVERY == 0
 

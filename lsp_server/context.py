@@ -3,11 +3,15 @@
 The engine cuts prefix and suffix to its token budget itself (at line boundaries, nearest text
 kept). This module only trims a huge document to a character window first, so a keystroke in a
 100k-line file never tokenises the whole file, and says whether several lines make sense here.
+The window starts at an anchor line like the engine's cut, so a remote server that caches prompts
+(which gets this window as it is) keeps its cached start while the user types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from engine.prompts import ANCHOR_REACH, is_anchor
 
 # generous: code averages 3-4 characters a token; the engine cuts precisely afterwards
 CHARS_PER_TOKEN = 6
@@ -45,6 +49,7 @@ def cursor_at(text: str, offset: int, context_tokens: int) -> Cursor:
     if start > 0:
         nl = text.find("\n", start, offset)
         start = nl + 1 if nl >= 0 else start
+        start = _anchored(text, start, line_start)
     end = min(len(text), offset + budget // 4)
     if end < len(text):
         nl = text.rfind("\n", offset, end)
@@ -55,3 +60,18 @@ def cursor_at(text: str, offset: int, context_tokens: int) -> Cursor:
         line_prefix=text[line_start:offset],
         line_suffix=text[offset:line_end].rstrip("\r"),
     )
+
+
+def _anchored(text: str, start: int, line_start: int) -> int:
+    """The first anchor line's start among the ANCHOR_REACH lines from `start` (a line start),
+    before the cursor's line; `start` itself when none is."""
+    at = start
+    for _ in range(ANCHOR_REACH):
+        if at >= line_start:
+            break
+        nl = text.find("\n", at, line_start)
+        end = nl + 1 if nl >= 0 else line_start
+        if is_anchor(text[at:end]):
+            return at
+        at = end
+    return start

@@ -61,3 +61,25 @@ def test_settings_keep_good_values_and_report_bad_ones():
     assert not model_changed(Settings(), s)
     assert model_changed(s, apply(s, unwrap({"target": "x.gguf"}))[0])
     assert unwrap({"python": {"x": 1}}) == {} and unwrap(None) == {} and unwrap({"spectab": {"bogus": 1}}) == {"bogus": 1}
+
+
+def test_the_window_starts_at_an_anchor_line_while_the_user_types(monkeypatch):
+    # the window is what a remote server gets: a start that moved with every line would miss its
+    # prompt cache on every keystroke (real code not written here)
+    import inspect
+
+    import lsp_server.context as context
+
+    text = inspect.getsource(inspect)
+    ends = [i + 1 for i, c in enumerate(text) if c == "\n"][2000:2048]
+
+    def starts():
+        return [len(text[:end]) - len(cursor_at(text, end, 256).prefix) for end in ends]
+
+    anchored = starts()
+    on_anchor = [context.is_anchor(text[s: text.index("\n", s) + 1]) for s in anchored]
+    assert sum(on_anchor) >= 0.75 * len(anchored)  # the others had no anchor within reach
+    monkeypatch.setattr(context, "is_anchor", lambda line: False)
+    per_line = starts()
+    assert len(set(per_line)) >= 30  # without anchors the window's start moves with most lines
+    assert len(set(anchored)) <= len(set(per_line)) // 3, (len(set(anchored)), len(set(per_line)))

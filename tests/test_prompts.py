@@ -139,7 +139,7 @@ def test_the_prefix_cut_stays_put_while_the_user_types(codellama, monkeypatch, m
 
     text = inspect.getsource(importlib.import_module(module))
     anchored = _typing_prefill(codellama, text, mode, 1000)
-    monkeypatch.setattr(prompts, "_is_anchor", lambda line: False)
+    monkeypatch.setattr(prompts, "is_anchor", lambda line: False)
     per_line = _typing_prefill(codellama, text, mode, 1000)
     assert anchored <= share * per_line, (anchored, per_line)
 
