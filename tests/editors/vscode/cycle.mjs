@@ -21,8 +21,13 @@ try {
   result.next = await pressForGhost(page, "Alt+BracketRight", result.first);
   result.previous = await pressForGhost(page, "Alt+BracketLeft", result.next);
   result.accepted = await pressForGhost(page, "Alt+BracketRight", result.previous);
-  const gone = await pressForGhost(page, "Tab", result.accepted);
-  if (gone !== null) throw new Error(`Tab did not accept the suggestion: ghost text still ${JSON.stringify(gone)}`);
+  const after = await pressForGhost(page, "Tab", result.accepted);
+  // accepted, the suggestion goes; VS Code may at once ask for the next one at the new cursor
+  // (another text), so only the same ghost text still showing means Tab did not accept
+  if (JSON.stringify(after) === JSON.stringify(result.accepted)) {
+    throw new Error(`Tab did not accept the suggestion: ghost text still ${JSON.stringify(after)}`);
+  }
+  result.afterAccept = after;
   result.saved = await saveAndRead(page, cfg.file, original);
   result.countedStatus = await waitForStatus(page, /accepted suggestions [1-9]/, 20000).catch((e) => `${e}`);
 } catch (err) {
