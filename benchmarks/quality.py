@@ -434,13 +434,15 @@ def run_model(profile: str, cursors: list[Cursor], budgets: list[int], threshold
         for cur in group:
             ws.opened(uri, cur.document, "python")
             window = cursor_at(cur.document, cur.offset, args.context_tokens)
-            line = cur.document.count("\n", 0, cur.offset)
+            ws.visited(uri, cur.document, cur.offset)  # as the server does at each request
+            t_ctx = time.perf_counter()
             ring = ws.context_for(uri, window.prefix + window.suffix)
+            context_ms = 1000 * (time.perf_counter() - t_ctx)
             rec = {"kind": cur.kind, "file": str(cur.path.relative_to(cur.root)), "line": cur.line,
                    "reference": cur.reference, "multiline": cur.multiline, "auto_multiline": window.at_line_end,
                    "callee": cur.callee, "callee_module": cur.callee_module,
                    "after_space": window.line_prefix.endswith((" ", "\t")) and bool(window.line_prefix.strip()),
-                   "runs": {}}
+                   "context_ms": round(context_ms, 3), "runs": {}}
             for budget in budgets:
                 context = ring if budget else ()
                 ctx_ids = context_ids(c.tokenizer, context, min(budget, args.context_tokens // 3), {}) if budget else []
@@ -468,7 +470,6 @@ def run_model(profile: str, cursors: list[Cursor], budgets: list[int], threshold
                     cut = confidence_cut(g.text, marks["probs"], marks["ends"], t)
                     run["cut"][str(t)] = finish(cut, window, cur.multiline)
                 rec["runs"][str(budget)] = run
-            ws.visited(uri, cur.document, line)  # as the server does after each request
             records.append(rec)
             done += 1
             el = time.perf_counter() - started
@@ -515,7 +516,10 @@ def analyse(result: dict, budgets: list[int], thresholds: list[float]) -> dict:
         out["context"][str(b)] = {
             "context_tokens_used_mean": statistics.fmean(x["context_tokens_used"] for x in runs) if runs else 0,
             "with_any_context": sum(x["context_tokens_used"] > 0 for x in runs),
-            "call_sites_callee_in_context": sum(x["callee_in_context"] for x in calls), "call_sites": len(calls)}
+            "call_sites_callee_in_context": sum(x["callee_in_context"] for x in calls), "call_sites": len(calls),
+            # the workspace's work for a request (the server skips it at budget 0)
+            "gather_ms_p50": quantile([r["context_ms"] for r in recs], 0.5) if b else 0.0,
+            "gather_ms_p90": quantile([r["context_ms"] for r in recs], 0.9) if b else 0.0}
     # paired: cursors that are warm in every configuration, so each config's p50 is over the same requests
     both = [r for r in recs if all(r["runs"][str(b)]["warm"] for b in budgets)]
     out["latency_paired"] = {"n": len(both), **{str(b): {
@@ -683,12 +687,13 @@ def markdown_extra(profile: str, a: dict, rec: dict, budgets: list[int], thresho
             out.append(f"| {kind} | {b} | {x['n']} | {pct(x['exact_match'])} | {x['edit_similarity']:.3f} | "
                        f"{pct(x['shown_share'])} | {pct(x['prefix_of_truth'])} | {pct(x['precision'])} |")
     out += ["", f"*{profile}: what the context was* (chunks of the package's other modules, newest that fit)", "",
-            "| context budget | context tokens in the prompt, mean | requests with any context | call sites whose callee's name is in it |",
-            "| --- | --- | --- | --- |"]
+            "| context budget | context tokens in the prompt, mean | requests with any context | call sites whose callee's name is in it | "
+            "gathering the chunks p50 / p90 ms |",
+            "| --- | --- | --- | --- | --- |"]
     for b in budgets:
         x = a["context"][str(b)]
         out.append(f"| {b} | {x['context_tokens_used_mean']:.0f} | {x['with_any_context']}/{len(result['records'])} | "
-                   f"{x['call_sites_callee_in_context']}/{x['call_sites']} |")
+                   f"{x['call_sites_callee_in_context']}/{x['call_sites']} | {x['gather_ms_p50']:.2f} / {x['gather_ms_p90']:.2f} |")
     if "paired_exact" in a:
         out += ["", "Paired against no context (post-processed exact match, same cursors): " + "; ".join(
             f"{k}: {v['wins']} right only with context, {v['losses']} right only without" for k, v in a["paired_exact"].items())]

@@ -122,8 +122,10 @@ def gather_context(files: list[str], path: Path, text: str, prefix: str, suffix:
     for name in files:
         other = Path(name)
         workspace.opened(other.resolve().as_uri(), read_source(other))
+    uri = path.resolve().as_uri()
+    workspace.opened(uri, text)  # its imports pick the other files' signatures
     cur = cursor_at(text, len(prefix), context_tokens)
-    return workspace.context_for(path.resolve().as_uri(), cur.prefix + cur.suffix)
+    return workspace.context_for(uri, cur.prefix + cur.suffix)
 
 
 def _write_stdout(text: str) -> None:

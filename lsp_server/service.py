@@ -154,8 +154,8 @@ class CompletionService:
             backend = self.host.backend if self.host.ready else None
             if backend is None:
                 return self._answer(Answer([], cur), arrived)
+            self.workspace.visited(uri, text, offset)  # first: the context reads this text's imports
             context = self.workspace.context_for(uri, cur.prefix + cur.suffix) if settings.extraContextTokens else ()
-            self.workspace.visited(uri, text, offset)
             if not explicit and settings.debounceMs:
                 try:
                     await asyncio.wait_for(superseded.wait(), settings.debounceMs / 1000)

@@ -15,10 +15,14 @@ so while the user types in one file the ring does not change at all.
 
 Chunks that define a name the request's window uses move to the ring's newest end (the engine's
 budget keeps the newest first). A request gets the ring's chunks of the other documents, in ring
-order, without the ones much like
-its own window, plus the current file's path: the same chunks in the same order while the user
-types, so the engine keeps its cached prompt prefix. The engine takes the newest ones that fit
-`extraContextTokens`.
+order, without the ones much like its own window; then, newest of all, a signatures chunk for each
+other document that defines what the requesting document imports (`from .x import name`, `import
+{name} from './x'`, `use x::name`, ...): those definitions' signature lines, and for a module
+imported whole its top-level ones. The imports are read from the whole document, not the window,
+because a call site rarely shows the name it is about to call, and the import lines are often
+far above the cursor. Last comes the current file's path. While the user types, the chunks and
+their order stay the same (imports change rarely), so the engine keeps its cached prompt prefix.
+The engine takes the newest ones that fit `extraContextTokens`.
 """
 
 from __future__ import annotations
@@ -36,14 +40,26 @@ SIMILAR = 0.5
 """Chunks sharing more than this share of their lines (Jaccard) are near-duplicates."""
 IN_WINDOW = 0.6
 """A chunk with more than this share of its lines in the request's window adds nothing."""
+SIGNATURE_LINES = 16
+"""At most this many lines in a document's signatures chunk."""
+SIGNATURE_SPAN = 4
+"""A signature whose brackets are still open continues over at most this many lines."""
 
 # a line that defines something, in most languages (indentation allowed: methods count)
 DEFINITION = re.compile(
     r"^\s*(export\s+|pub(\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|extern\s+)*"
-    r"(def|class|function|fn|func|struct|interface|trait|impl|enum|type|module|defun|defmacro|local\s+function)\b")
+    r"(?P<keyword>def|class|function|fn|func|struct|interface|trait|impl|enum|type|module|defun|defmacro|local\s+function)\b")
 
 DEFINED_NAME = re.compile(DEFINITION.pattern + r"\s+(?P<name>[A-Za-z_][A-Za-z0-9_]{2,})")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+# a top-level constant or bound function: `NAME = ...`, `NAME: int = ...`, `export const name = ...`
+ASSIGNED_NAME = re.compile(r"^(export\s+)?((const|let|var|static|pub\s+const)\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]{2,})"
+                           r"\s*(:[^=\n]*)?=(?!=)")
+# an import statement, brackets spanning lines included (Python's `from x import (\n a,\n b)`)
+IMPORT = re.compile(r"(?m)^[ \t]*(from|import|use|using|require|local|const|#include|#import|export)\b"
+                    r"(?:[^\n({]|\([^)]*\)|\{[^}]*\})*")
+ALIAS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s+as\s+([A-Za-z_][A-Za-z0-9_]*)")
+INIT = re.compile(r"^\s+(def\s+__init__|constructor)\s*\(")
 
 _COMMENT_BY_LANGUAGE = {
     "#": ("python", "shellscript", "sh", "bash", "ruby", "perl", "r", "yaml", "toml", "makefile", "dockerfile",
@@ -102,10 +118,15 @@ class Workspace:
         self.pending: dict[str, tuple[str, int | None, int | None]] = {}
         self.root: str | None = None
         self._languages: dict[str, str] = {}
+        # uri -> its latest text (a reference: costs nothing per keystroke), for imports and
+        # signatures; what was read from each text is memoised beside it
+        self._texts: dict[str, str] = {}
+        self._read: dict[tuple[str, str], tuple[str, object]] = {}
 
     # -- what the editor tells -----------------------------------------------------------------
     def opened(self, uri: str, text: str, language: str = "") -> None:
         self._languages[uri] = language
+        self._texts[uri] = text
         lines = text.split("\n")
         outline = [line.rstrip() for line in lines if DEFINITION.match(line)]
         if outline:
@@ -114,21 +135,26 @@ class Workspace:
     def changed(self, uri: str, text: str, line: int) -> None:
         """An edit at `line` (0-based): the text around it joins the ring once the user moves on."""
         self.pending[uri] = (text, line, None)
+        self._texts[uri] = text
 
     def visited(self, uri: str, text: str, offset: int) -> None:
         """A suggestion was asked for at character `offset`: the text around it, likewise."""
         self.pending[uri] = (text, None, offset)
+        self._texts[uri] = text
 
     def closed(self, uri: str) -> None:
         self._languages.pop(uri, None)
         self.pending.pop(uri, None)
+        self._texts.pop(uri, None)
+        self._read = {k: v for k, v in self._read.items() if k[0] != uri}
         self.ring = [c for c in self.ring if c.uri != uri]
 
     # -- what a request gets -------------------------------------------------------------------
     def context_for(self, uri: str, window: str) -> tuple[str, ...]:
         """The chunks for a request in `uri` whose prefix and suffix are `window`: the other
-        documents' chunks in ring order, those much like the window left out, then the current
-        file's path. Empty when no other document has a chunk."""
+        documents' chunks in ring order, those much like the window left out, then the signatures
+        of what the document imports from each other document, then the current file's path.
+        Empty when no other document has a chunk."""
         for other in [u for u in self.pending if u != uri]:
             text, line, offset = self.pending.pop(other)
             self._add(self._around(other, "work", text, line if line is not None else text.count("\n", 0, offset)))
@@ -142,9 +168,53 @@ class Workspace:
             if key and len(key & seen) / len(key) > IN_WINDOW:
                 continue
             chosen.append(chunk.text)
+        chosen += [chunk.text for chunk in self._signatures(uri)]
         if not chosen:
             return ()
         return tuple(chosen) + (self._header(uri) + "\n",)
+
+    # -- signatures of what a document imports ---------------------------------------------------
+    def _signatures(self, uri: str) -> list[Chunk]:
+        """For each other open document that defines a top-level name the document at `uri`
+        imports, or reads as `module.name` (`alias.name`) from the module imported whole: a chunk
+        of those definitions' signature lines (a class with its constructor's); for a module
+        imported whole that it reads nothing from yet, a chunk of all its top-level ones. At most
+        `SIGNATURE_LINES` lines each, in that document's order; the chunks of whole modules
+        first, so the engine's budget keeps the others first, and otherwise in the order the
+        documents were opened."""
+        text = self._texts.get(uri)
+        if not text:
+            return []
+        imported, aliases = self._memo(uri, "imports", text, imported_names)
+        if not imported:
+            return []
+        named, whole = [], []
+        for other, other_text in self._texts.items():
+            if other == uri:
+                continue
+            tops = [(name, sig) for name, top, sig in self._memo(other, "definitions", other_text, definitions) if top]
+            stem = PurePosixPath(urlparse(other).path).stem
+            used = frozenset()
+            if stem in imported:  # the module itself is imported: what the document reads from it
+                read = self._memo(uri, "attributes", text, lambda _: {})  # filled owner by owner
+                for owner in (stem, *aliases.get(stem, ())):
+                    if owner not in read:
+                        read[owner] = attributes_read(text, owner)
+                    used |= read[owner]
+            picked = [sig for name, sig in tops if name in imported or name in used]
+            if picked:
+                named.append(self._chunk(other, "signatures", _capped(picked)))
+            elif tops and stem in imported:
+                whole.append(self._chunk(other, "signatures", _capped(sig for _, sig in tops)))
+        return whole + named
+
+    def _memo(self, uri: str, what: str, text: str, read):
+        """`read(text)`, computed again only when the document's text is a new one."""
+        held = self._read.get((uri, what))
+        if held is None or held[0] is not text:
+            held = (text, read(text))
+            self._read[(uri, what)] = held
+        return held[1]
 
     # -- the ring ------------------------------------------------------------------------------
     def _promote(self, uri: str, window: str) -> None:
@@ -198,6 +268,83 @@ class Workspace:
             if path.startswith(root):
                 return path[len(root):]
         return path
+
+
+def imported_names(text: str) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """The identifiers on a document's import lines (the names it imports and the modules it
+    imports them from: a module's last part names the file that defines it), and {name: the
+    aliases it is imported as} (`import x.y as z`: z is no module's name, but reads y's names)."""
+    names, aliases = set(), {}
+    for m in IMPORT.finditer(text):
+        statement = m.group(0)
+        if m.group(1) in ("const", "local", "export") and "require" not in statement and " from " not in statement:
+            continue  # a plain declaration, not an import
+        for original, alias in ALIAS.findall(statement):
+            aliases.setdefault(original, set()).add(alias)
+        names.update(IDENTIFIER.findall(ALIAS.sub(lambda a: a.group(1), statement)))
+    return frozenset(names), {name: frozenset(a) for name, a in aliases.items()}
+
+
+def attributes_read(text: str, owner: str) -> frozenset[str]:
+    """The names a document reads as `owner.name` (found with str.find: a regular expression
+    over a long document costs milliseconds at every keystroke)."""
+    names = set()
+    needle = owner + "."
+    at = text.find(needle)
+    while at >= 0:
+        before = text[at - 1] if at else " "
+        if not (before.isalnum() or before in "_."):
+            m = IDENTIFIER.match(text, at + len(needle))
+            if m:
+                names.add(m.group(0))
+        at = text.find(needle, at + len(needle))
+    return frozenset(names)
+
+
+def definitions(text: str) -> tuple[tuple[str, bool, tuple[str, ...]], ...]:
+    """Each definition in a document, in order: (name, at top level, its signature lines). A
+    signature runs until its brackets close (at most `SIGNATURE_SPAN` lines); a class's carries
+    its constructor's signature after it."""
+    lines = text.split("\n")
+    found: list[tuple[str, bool, tuple[str, ...]]] = []
+    cls = None  # the index in `found` of the top-level class being read, until its constructor
+    for i, line in enumerate(lines):
+        top_level = not line[:1].isspace()
+        if cls is not None and not top_level and INIT.match(line):
+            name, _, signature = found[cls]
+            found[cls] = (name, True, signature + _signature(lines, i))
+            cls = None
+            continue
+        m = DEFINED_NAME.match(line)
+        if m is not None:
+            if top_level:
+                cls = len(found) if m.group("keyword") == "class" else None
+            found.append((m.group("name"), top_level, _signature(lines, i)))
+        elif top_level and (a := ASSIGNED_NAME.match(line)):
+            cls = None
+            found.append((a.group("name"), True, (line.rstrip()[:120],)))
+    return tuple(found)
+
+
+def _capped(signatures) -> list[str]:
+    """The signatures' lines, each signature whole, at most `SIGNATURE_LINES` of them."""
+    lines: list[str] = []
+    for signature in signatures:
+        if len(lines) + len(signature) > SIGNATURE_LINES:
+            break
+        lines += signature
+    return lines
+
+
+def _signature(lines: list[str], i: int) -> tuple[str, ...]:
+    out = []
+    depth = 0
+    for line in lines[i:i + SIGNATURE_SPAN]:
+        out.append(line.rstrip())
+        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+        if depth <= 0:
+            break
+    return tuple(out)
 
 
 def _similarity(a: frozenset[str], b: frozenset[str]) -> float:

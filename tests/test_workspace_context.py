@@ -28,7 +28,7 @@ def test_outline_and_edit_chunks_with_headers_in_the_files_language():
     assert all("pkg/main.py\ndef parse" not in c for c in chunks)  # never the current file's own chunks
     ws.changed(HELPERS, HELPERS_TEXT, 5)
     edit = ws.context_for(MAIN, MAIN_TEXT)
-    assert len(edit) == 3 and "re.sub" in edit[1]
+    assert len(edit) == 4 and "re.sub" in edit[1] and edit[2].startswith("# pkg/helpers.py\ndef normalize_header_name")
     assert comment_for("lua", "x.lua") == "--" and comment_for("", "x.rs") == "//" and comment_for("", "x.el") == ";;"
 
 
@@ -45,6 +45,7 @@ def test_near_duplicates_are_replaced_the_ring_is_bounded_and_order_is_stable():
     assert len(ws.ring) == 2
     for i in range(RING_SIZE + 5):
         ws.changed(f"file:///proj/f{i}.py", text, 100)
+    ws.changed(MAIN, MAIN_TEXT, 3)
     before = ws.context_for(MAIN, "")
     assert len(ws.ring) == RING_SIZE
     for line in (3, 4, 5):  # typing in the current file changes nothing it sees
@@ -72,6 +73,34 @@ def test_chunks_defining_a_name_the_window_uses_come_last_and_oversized_ones_are
     big, small = "# big.py\n" + "x = 1\n" * 200, "# small.py\ndef f():\n    pass\n"
     ids = context_ids(tok, (small, big), 100)
     assert tok.decode(ids).strip() == small.strip()  # the newest is too big: the older one still fits
+
+
+def test_what_the_document_imports_comes_as_signatures_even_when_the_window_lacks_the_import():
+    ws = Workspace()
+    ws.root = "/proj"
+    models = ("import os\n\nLIMIT = 10\n\n\nclass Parser(Base):\n    \"\"\"Parses.\"\"\"\n\n"
+              "    def __init__(self, source,\n                 strict=False):\n        self.source = source\n\n"
+              "    def feed(self, data):\n        pass\n\n\ndef tokenize(text, *, keep_blank=False):\n    return []\n")
+    ws.opened(HELPERS, HELPERS_TEXT, "python")
+    ws.opened("file:///proj/pkg/models.py", models, "python")
+    ws.opened("file:///proj/pkg/other.py", "def unrelated_thing():\n    pass\n", "python")
+    main = "from .models import (\n    Parser,\n    LIMIT,\n)\n" + "\n" * 80 + "def run(src):\n    p = "
+    ws.opened(MAIN, main, "python")
+    window = "def run(src):\n    p = "  # far below the imports: the window does not show them
+    chunks = ws.context_for(MAIN, window)
+    signatures = chunks[-2]
+    assert signatures == ("# pkg/models.py\nLIMIT = 10\nclass Parser(Base):\n    def __init__(self, source,\n"
+                          "                 strict=False):\n\n")  # what is imported, not the module's other names
+    headers = [c.split("\n", 1)[0] for c in chunks]
+    assert headers.count("# pkg/other.py") == 1 and headers.count("# pkg/helpers.py") == 1  # not imported: outlines only
+    ws.changed(MAIN, main + "src.strip(", 85)  # typing on, the imports the same: the same chunks
+    assert ws.context_for(MAIN, window + "src.strip(") == chunks
+    ws.changed(MAIN, "from .helpers import normalize_header_name\nimport pkg.other\n" + main, 1)  # new imports
+    headers = [c.split("\n", 1)[0] for c in ws.context_for(MAIN, window)]
+    assert headers.count("# pkg/helpers.py") == 2 and headers.count("# pkg/other.py") == 2  # a module imported whole
+    assert headers[-4:] == ["# pkg/other.py", "# pkg/helpers.py", "# pkg/models.py", "# pkg/main.py"]  # named imports last
+    ws.closed("file:///proj/pkg/models.py")
+    assert all("Parser" not in c for c in ws.context_for(MAIN, window))
 
 
 def test_a_chunk_much_like_the_window_is_left_out():
@@ -131,5 +160,23 @@ def test_over_lsp_a_budget_of_zero_sends_no_chunks(tiny_models, tmp_path):
         client.inline(MAIN, 7, 12)
         prompt = prompt_of(client, MAIN)
         assert "def parse(lines)" in prompt and "normalize_header_name(name):" not in prompt
+    finally:
+        client.close()
+
+
+def test_over_lsp_what_is_imported_far_above_the_window_reaches_the_prompt(tiny_models, tmp_path):
+    client = context_server(tiny_models, tmp_path, extraContextTokens=64, contextTokens=256)
+    body = "".join(f"    total_{i} = step({i})\n" for i in range(150))  # the import ends up far above the window
+    main = "from .helpers import normalize_header_name\n\n\ndef parse(lines):\n" + body + "    key = "
+    cursor_line = main.count("\n")
+    try:
+        client.open(HELPERS, HELPERS_TEXT)
+        client.open(MAIN, main)
+        client.inline(MAIN, cursor_line, len("    key = "))
+        prompt = prompt_of(client, MAIN)
+        assert "from .helpers import" not in prompt  # the window does not reach the import line
+        assert "# helpers.py\ndef normalize_header_name(name):\n\n" in prompt or \
+            "# /proj/pkg/helpers.py\ndef normalize_header_name(name):\n\n" in prompt
+        assert "class HeaderBag" not in prompt  # not imported, and the budget keeps the signatures first
     finally:
         client.close()
