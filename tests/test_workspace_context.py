@@ -103,6 +103,17 @@ def test_what_the_document_imports_comes_as_signatures_even_when_the_window_lack
     assert all("Parser" not in c for c in ws.context_for(MAIN, window))
 
 
+def test_a_module_imported_under_an_alias_is_that_module_not_one_named_like_the_alias():
+    ws = Workspace()
+    ws.root = "/proj"
+    ws.opened(HELPERS, HELPERS_TEXT, "python")
+    ws.opened("file:///proj/pkg/fast.py", "def speedy(x):\n    return x\n", "python")
+    ws.opened(MAIN, "import pkg.helpers as fast\n\nfast.normalize_header_name(x)\n", "python")
+    signatures = ws.context_for(MAIN, "")[-2]
+    assert signatures == "# pkg/helpers.py\ndef normalize_header_name(name):\nclass HeaderBag:\n\n"  # top level only
+    assert sum("def speedy" in c for c in ws.context_for(MAIN, "")) == 1  # fast.py: its outline, no signatures
+
+
 def test_a_chunk_much_like_the_window_is_left_out():
     ws = Workspace()
     ws.changed(HELPERS, HELPERS_TEXT, 4)
