@@ -75,7 +75,7 @@ class Settings:
     """A shared engine started by this server exits after this long with no editor connected."""
     extraContextTokens: int = 256
     """Token budget for chunks of the other open documents, placed before the prefix; 0 = none."""
-    minConfidence: float = 0.2
+    minConfidence: float = 0.3
     """A suggestion is cut before its first token the target gives less than this probability
     (one that keeps nothing is not shown); 0 = off."""
     candidates: int = 3

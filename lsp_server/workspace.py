@@ -183,8 +183,8 @@ class Workspace:
         and otherwise in the order the documents were opened. They depend on the import lines
         only, not on what the document reads as `mod.name`: that changes with the line being
         typed, and every change would send the prompt after the context to be prefilled again
-        (benchmark 11 measured it: the context changed between a file's cursors 24 times in 102
-        with those reads, 3 without, for the callee's name in context at 33 of 50 call sites
+        (benchmark 11 with those reads, at commit 744dcc7: 52 of 150 requests found their lane
+        warm against 65 without them, for the callee's name in context at 33 of 50 call sites
         against 24, and no exact match gained)."""
         text = self._texts.get(uri)
         if not text:
