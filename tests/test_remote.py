@@ -16,6 +16,7 @@ a healthy server will not produce on demand; neither is presented as a test of a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import socket
 import ssl
@@ -192,6 +193,47 @@ def test_infilling_markers_by_model_name():
         resolve("Qwen/Qwen2.5-Coder-1.5B", "spm")
 
 
+def confidence_cut_expected(result) -> tuple[str, float]:
+    """A threshold between two of the pieces' probabilities, and the text before the first piece
+    under it."""
+    assert result.probs is not None and len(result.probs) == len(result.ends) and result.ends[-1] == len(result.text)
+    assert all(0.0 < p <= 1.0 for p in result.probs), result.probs
+    probs = result.probs
+    # the first piece less sure than every piece before it, and a threshold between the two
+    i = next((j for j in range(1, len(probs)) if probs[j] < min(probs[:j])), None)
+    assert i is not None, f"no piece less sure than every piece before it: {probs}"
+    return result.text[:result.ends[i - 1]], (probs[i] + min(probs[:i])) / 2
+
+
+def test_openai_pieces_carry_probabilities_and_min_confidence_cuts_before_the_first_unsure_one(openai_url):
+    long = request("def fibonacci(n):\n", "", tokens=24, single_line=False)
+    whole, _ = run(open_remote(openai_url, "openai"), long)
+    kept, threshold = confidence_cut_expected(whole)
+    cut, pieces = run(open_remote(openai_url, "openai"), dataclasses.replace(long, min_confidence=threshold))
+    assert cut.stop_reason == "confidence" and cut.text == kept and "".join(pieces) == kept, (whole, threshold, cut)
+    assert cut.probs == [p for p in whole.probs[:len(cut.probs)]] and min(cut.probs) >= threshold
+
+
+def test_a_server_that_refuses_the_probability_field_is_asked_without_it():
+    asked = []
+    events = b'data: {"choices": [{"text": " a + b", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    refusal = b'{"error": {"message": "unknown field logprobs"}}'
+
+    def answer(body: bytes) -> bytes:
+        asked.append(b'"logprobs"' in body)
+        if b'"logprobs"' in body:
+            return b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(refusal), refusal)
+        return SSE_HEAD + chunked(events) + b"0\r\n\r\n"
+
+    with canned_http(answer) as url:
+        backend = open_remote(url, "openai", "m")
+        first, _ = run(backend, request())
+        second, _ = run(backend, request())
+    assert first.text == second.text == " a + b" and first.probs is None
+    assert asked == [True, False, False]  # refused once, then never asked again
+
+
 def test_streaming_pieces_add_up_and_cancelling_stops_the_stream(openai_url):
     backend = open_remote(openai_url, "openai", None, "", "none")
     long = request("def fibonacci(n):\n", "", tokens=48, single_line=False)
@@ -356,9 +398,9 @@ def test_a_web_server_that_is_not_an_engine(servers, tmp_path):
 
 
 @contextlib.contextmanager
-def canned_http(answer: bytes, tls: ssl.SSLContext | None = None):
-    """A loopback socket that reads each request and answers it with `answer`, byte for byte, then
-    hangs up: HTTP framing as servers send it (chunks split anywhere, keep-alive pings, error
+def canned_http(answer, tls: ssl.SSLContext | None = None):
+    """A loopback socket that reads each request and answers it with `answer` (bytes, or a
+    function of the request's body giving them), byte for byte, then hangs up: HTTP framing as servers send it (chunks split anywhere, keep-alive pings, error
     pages, a cut connection) with no engine behind it. It stands in for no server; it checks that
     the client reads what any server may send."""
     listener = socket.socket()
@@ -386,7 +428,7 @@ def canned_http(answer: bytes, tls: ssl.SSLContext | None = None):
                                if line.lower().startswith(b"content-length:")), 0)
                 while len(body) < length:
                     body += conn.recv(65536)
-                conn.sendall(answer)
+                conn.sendall(answer(body) if callable(answer) else answer)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -530,6 +572,15 @@ def test_infill_streams_and_keeps_each_document_in_its_slot(infill_url, fim_gguf
     assert backend.describe() == {"engine": "remote", "url": infill_url, "api": "infill", "model": str(fim_gguf)}
 
 
+def test_infill_pieces_carry_probabilities_and_min_confidence_hides_an_unsure_suggestion(infill_url):
+    backend = open_remote(infill_url, "infill")
+    whole, _ = run(backend, request(tokens=6, single_line=False))
+    assert whole.text and whole.probs is not None and len(whole.probs) == len(whole.ends) and whole.ends[-1] == len(whole.text)
+    # the tiny random model is unsure of everything: a threshold above its surest piece hides it all
+    hidden, pieces = run(backend, dataclasses.replace(request(tokens=6, single_line=False), min_confidence=max(whole.probs) * 1.01))
+    assert hidden.text == "" and pieces == [] and hidden.stop_reason == "confidence"
+
+
 def test_infill_refuses_a_model_without_infilling_tokens(servers, llama_server_binary, smollm2_gguf):
     server = servers([llama_server_binary, "-m", smollm2_gguf, "--host", "127.0.0.1", "-c", "1024", "-t", "2"],
                      "/health")
@@ -549,3 +600,25 @@ def test_the_openai_api_of_llama_server_with_a_key(servers, llama_server_binary,
     with pytest.raises(BackendError) as wrong:
         run(open_remote(server.url, "infill", None, KEY_ENV), request())
     assert "401" in one_line(wrong.value) and KEY_ENV in str(wrong.value)
+
+
+def test_over_lsp_a_remote_suggestion_carries_its_confidence_and_min_confidence_hides_it(openai_url, tmp_path):
+    from .lsp_client import LspClient
+
+    client = LspClient(env={"SPECTAB_LOG_DIR": str(tmp_path)})
+    try:
+        client.initialize({"engine": openai_url, "engineApi": "openai", "maxNewTokens": 8, "minConfidence": 0,
+                           "extraContextTokens": 0, "multiline": "never", "debounceMs": 0})
+        assert client.wait_ready()["state"] == "ready"
+        client.open("file:///work/add.py", ADD + "\n")
+        items = client.inline("file:///work/add.py", 1, len("    return"), trigger=2)
+        assert items and items[0]["insertText"].startswith(" a + b") and 0 < items[0]["data"]["confidence"] <= 1, items
+        # above the surest piece's probability: nothing is shown, and the status says why
+        client.notify("workspace/didChangeConfiguration", {"settings": {"spectab": {"minConfidence": 0.9999}}})
+        client.change("file:///work/add.py", 2, 1, 10, 1, 10, " ")
+        client.change("file:///work/add.py", 3, 1, 10, 1, 11, "")
+        assert client.inline("file:///work/add.py", 1, len("    return"), trigger=2) == []
+        status = client.request("spectab/status", {})
+        assert status["confidenceHidden"] == 1 and status["lastStopReason"] == "confidence", status
+    finally:
+        client.close()

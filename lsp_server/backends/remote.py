@@ -9,15 +9,20 @@ Two APIs (setting `engineApi`):
   names: each document keeps its own slot, so two files or two windows do not evict each other's
   cache (always asking for slot 0 is what makes them do that).
 Both stream, stop reading the moment the request is superseded or its deadline passes, and turn
-every failure into one BackendError line followed by a backoff (`Backoff`). Nothing here
-imports torch.
+every failure into one BackendError line followed by a backoff (`Backoff`). Both ask for each
+token's log-probability (`logprobs: 1`, llama-server's `n_probs: 1`), so `minConfidence` works as
+with the engines: the stream is left before the first piece the model gave less than it, and each
+suggestion carries its confidence. A server that refuses the request with the field (400 or 422)
+is asked again without it, and once that is taken, from then on without. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.errors import SpectabError
@@ -76,16 +81,36 @@ class Backoff:
         self.delay, self.until, self.error = 0.0, 0.0, None
 
 
+@dataclass
+class Streamed:
+    """What a stream gave: its text, why it stopped, its last event, and per streamed piece the
+    model's probability (the least of its tokens') and where the piece ends in the text."""
+    text: str
+    stop_reason: str
+    last: dict
+    probs: list[float] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def result(self, **more) -> GenerationResult:
+        # the probabilities only when every piece had one: a partial list would misplace the cut
+        known = len(self.probs) == len(self.ends) and bool(self.probs)
+        return GenerationResult(self.text, stop_reason=self.stop_reason, probs=self.probs if known else None,
+                                ends=self.ends if known else None, **more)
+
+
 class _Remote(Backend):
     kind = "remote"
-    understands_requests = False  # a server knows no block end, confidence cut or candidates
+    understands_requests = False  # a server knows no block end or candidates (the confidence cut is ours)
     api = "?"
+    probability_field: tuple[str, object] = ("", None)
+    """The request field that asks for each token's log-probability, and its value."""
 
     def __init__(self, url: str, key_env: str, model: str | None, not_found_hint: str):
         self.endpoint = parse_url(url)
         self.http = Http(self.endpoint, key_env, not_found_hint)
         self.model = model or None
         self.backoff = Backoff()
+        self.asks_probabilities = True  # until the server refuses the field
 
     def generate(self, request: GenerationRequest, cancelled: Callable[[], bool],
                  on_text: Callable[[str], None]) -> GenerationResult:
@@ -117,39 +142,71 @@ class _Remote(Backend):
     def describe(self) -> dict:
         return {"engine": self.kind, "url": self.endpoint.url, "api": self.api, "model": self.model}
 
-    def _stream(self, path: str, body: dict, deadline: float, cancelled: Callable[[], bool],
-                on_text: Callable[[str], None],
-                piece: Callable[[dict], tuple[str, str | None]]) -> tuple[str, str, dict]:
-        """POST `body` and stream its events: `piece(event)` gives (text, finish reason or None).
-        Returns (text, stop reason, the last event)."""
+    def _stream(self, path: str, body: dict, request: GenerationRequest, deadline: float,
+                cancelled: Callable[[], bool], on_text: Callable[[str], None],
+                piece: Callable[[dict], tuple[str, str | None, float | None]]) -> Streamed:
+        """POST `body` (with the probability field, while the server takes it) and stream its
+        events: `piece(event)` gives (text, finish reason or None, the piece's probability or
+        None). A piece under `request.min_confidence` ends the stream before it, as "confidence"."""
+        name, value = self.probability_field
+        if self.asks_probabilities and name:
+            try:
+                return self._read(path, {**body, name: value}, request, deadline, cancelled, on_text, piece)
+            except HttpStatusError as err:
+                if err.status not in (400, 422):
+                    raise
+                # asked again without the field: refused again, the request itself was at fault
+                streamed = self._read(path, body, request, deadline, cancelled, on_text, piece)
+                self.asks_probabilities = False  # taken without it: ask without from now on
+                return streamed
+        return self._read(path, body, request, deadline, cancelled, on_text, piece)
+
+    def _read(self, path, body, request, deadline, cancelled, on_text, piece) -> Streamed:
         response: Response | None = self.http.open("POST", path, body, deadline, cancelled, stream=True)
         if response is None:
-            return "", "cancelled", {}
-        pieces, finish, last = [], None, {}
+            return Streamed("", "cancelled", {})
+        pieces, probs, ends, finish, last, length = [], [], [], None, {}, 0
         try:
             for event in response.events():
                 if not isinstance(event, dict):
                     raise BackendError(f"{response.what} sent a malformed answer (an event that is not an object)")
                 if "error" in event:
                     raise BackendError(f"{response.what} failed mid-answer: {_message(event['error'])}")
-                text, finish = piece(event)
+                text, finish, prob = piece(event)
                 last = event
+                if text and prob is not None and prob < request.min_confidence:
+                    return Streamed("".join(pieces), "confidence", last, probs, ends)
                 if text:
                     pieces.append(text)
+                    length += len(text)
+                    if prob is not None:
+                        probs.append(prob)
+                    ends.append(length)
                     on_text(text)
                 if finish or cancelled():
                     break
         finally:
             response.conn.close()  # the server stops generating when its client goes
+        text = "".join(pieces)
         if finish:
-            return "".join(pieces), finish, last
+            return Streamed(text, finish, last, probs, ends)
         if cancelled():
-            return "".join(pieces), "cancelled", last
+            return Streamed(text, "cancelled", last, probs, ends)
         if response.stop_reason:
-            return "".join(pieces), response.stop_reason, last
+            return Streamed(text, response.stop_reason, last, probs, ends)
         if response.done:  # [DONE] without a finish reason: the server's way of saying it is finished
-            return "".join(pieces), "stop", last
+            return Streamed(text, "stop", last, probs, ends)
         raise BackendError(f"{response.what} stopped mid-answer (the stream ended before the completion did)")
+
+
+def _probability(logprobs: object) -> float | None:
+    """The least probability among a piece's tokens, from their log-probabilities (None when
+    the server sent none, or something that is not one)."""
+    if not isinstance(logprobs, list) or not logprobs:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in logprobs):
+        return None
+    return math.exp(min(min(logprobs), 0.0))
 
 
 def _message(error: object) -> str:
@@ -162,6 +219,7 @@ class OpenAICompletions(_Remote):
     """An OpenAI-compatible /v1/completions server. `model` None: the first id of GET /v1/models."""
 
     api = "openai"
+    probability_field = ("logprobs", 1)
 
     def __init__(self, url: str, key_env: str = "", model: str | None = None, fim: str = "auto"):
         super().__init__(url, key_env, model, "does the server speak the OpenAI API under /v1 (or is this "
@@ -195,10 +253,9 @@ class OpenAICompletions(_Remote):
         stops = stop_strings(family, mode, request.single_line)
         if stops:
             body["stop"] = stops
-        text, reason, _ = self._stream(f"{self.v1}/completions", body, deadline, cancelled, on_text, self._piece)
-        return GenerationResult(text, stop_reason=reason)
+        return self._stream(f"{self.v1}/completions", body, request, deadline, cancelled, on_text, self._piece).result()
 
-    def _piece(self, event: dict) -> tuple[str, str | None]:
+    def _piece(self, event: dict) -> tuple[str, str | None, float | None]:
         choices = event.get("choices")
         if not isinstance(choices, list):
             raise BackendError(f"{self.endpoint.url}{self.v1}/completions sent a malformed answer (no choices)")
@@ -210,7 +267,9 @@ class OpenAICompletions(_Remote):
             raise BackendError(f"{self.endpoint.url}{self.v1}/completions sent a malformed answer "
                                "(a choice without text)")
         finish = choice.get("finish_reason")
-        return text, {"length": "length", "stop": "stop"}.get(finish, finish) if finish else None
+        logprobs = choice.get("logprobs")
+        prob = _probability(logprobs.get("token_logprobs")) if isinstance(logprobs, dict) else None
+        return text, {"length": "length", "stop": "stop"}.get(finish, finish) if finish else None, prob
 
     def _forget(self) -> None:
         pass  # the configured or discovered model stays: a restarted server serves the same one
@@ -248,6 +307,7 @@ class LlamaInfill(_Remote):
     picks a model by it); the format comes from the model's own infilling tokens."""
 
     api = "infill"
+    probability_field = ("n_probs", 1)
 
     def __init__(self, url: str, key_env: str = "", model: str | None = None):
         super().__init__(url, key_env, model, "is this llama.cpp's llama-server (llama-cpp-python's server has no "
@@ -288,25 +348,27 @@ class LlamaInfill(_Remote):
             body["stop"] = ["\n"]
         if self.model:
             body["model"] = self.model
-        text, reason, last = self._stream("/infill", body, deadline, cancelled, on_text, self._piece)
+        streamed = self._stream("/infill", body, request, deadline, cancelled, on_text, self._piece)
+        last = streamed.last
         timings = last.get("timings") if isinstance(last.get("timings"), dict) else {}
         cached, fresh = timings.get("cache_n", 0), timings.get("prompt_n", 0)
         used = last.get("id_slot", slot)
-        return GenerationResult(
-            text, stop_reason=reason,
+        return streamed.result(
             prompt_tokens=cached + fresh if isinstance(cached, int) and isinstance(fresh, int) else 0,
             reused_prompt_tokens=cached if isinstance(cached, int) else 0,
             lane=f"slot {used}" if isinstance(used, int) and used >= 0 else None,
         )
 
-    def _piece(self, event: dict) -> tuple[str, str | None]:
+    def _piece(self, event: dict) -> tuple[str, str | None, float | None]:
         text = event.get("content", "")
         if not isinstance(text, str):
             raise BackendError(f"{self.endpoint.url}/infill sent a malformed answer (content is not text)")
+        probs = event.get("completion_probabilities")
+        prob = _probability([p.get("logprob") for p in probs if isinstance(p, dict)]) if isinstance(probs, list) else None
         if event.get("stop") is True:
             kind = event.get("stop_type")
-            return text, {"eos": "eos", "limit": "length", "word": "stop"}.get(kind, "stop")
-        return text, None
+            return text, {"eos": "eos", "limit": "length", "word": "stop"}.get(kind, "stop"), prob
+        return text, None, prob
 
     def _forget(self) -> None:
         self.total_slots = None  # a restarted server may have another slot count
