@@ -204,7 +204,7 @@ def _probability(logprobs: object) -> float | None:
     the server sent none, or something that is not one)."""
     if not isinstance(logprobs, list) or not logprobs:
         return None
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in logprobs):
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x) for x in logprobs):
         return None
     return math.exp(min(min(logprobs), 0.0))
 
