@@ -319,7 +319,10 @@ def _signature(lines: list[str], i: int) -> tuple[str, ...]:
     depth = 0
     for line in lines[i:i + SIGNATURE_SPAN]:
         out.append(line.rstrip())
-        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+        # a line-ending `{` opens the body (C, JS, Rust, Go): the signature ends with it
+        code = line.rstrip()
+        code = code[:-1] if code.endswith("{") else code
+        depth += sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
         if depth <= 0:
             break
     return tuple(out)

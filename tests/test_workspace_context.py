@@ -191,3 +191,20 @@ def test_over_lsp_what_is_imported_far_above_the_window_reaches_the_prompt(tiny_
         assert "class HeaderBag" not in prompt  # not imported, and the budget keeps the signatures first
     finally:
         client.close()
+
+
+def test_import_lines_of_other_languages_name_what_they_import():
+    from lsp_server.workspace import imported_names
+
+    js = "import { parseHeader, HeaderBag } from './headers';\nconst { slugify } = require('./text');\nconst limit = 5;\n"
+    assert {"parseHeader", "HeaderBag", "headers", "slugify", "text"} <= imported_names(js)
+    assert "limit" not in imported_names(js)  # a declaration, not an import
+    rust = "use crate::wire::{Frame, encode_frame};\nfn main() {}\n"
+    assert {"wire", "Frame", "encode_frame"} <= imported_names(rust)
+    assert "main" not in imported_names(rust)
+    ws = Workspace()
+    ws.opened("file:///proj/src/headers.js", "export function parseHeader(line, strict) {\n  return line;\n}\n"
+              "export const VERSION = 3;\n", "javascript")
+    ws.opened("file:///proj/src/main.js", js, "javascript")
+    assert ws.context_for("file:///proj/src/main.js", "")[-2] == \
+        "// /proj/src/headers.js\nexport function parseHeader(line, strict) {\n\n"
