@@ -59,6 +59,7 @@ from engine.loading import cache_dir, load_model  # noqa: E402
 from engine.sampling import SamplingParams  # noqa: E402
 from engine.speculative import StopRules, generate  # noqa: E402
 from engine.tokens import Tokenizer  # noqa: E402
+from engine.verify_cost import relative_verify_costs  # noqa: E402
 
 LLAMA_CPP_VERSION = llamacpp_env.VERSION
 WORKER = Path(__file__).resolve().parent / "llamacpp_worker.py"
@@ -263,7 +264,9 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
     caches = {q: CachedModel(loaded[q].model, longest + args.tokens + opts.k_max + 16) for q in args.quants}
     lookups = {q: PromptLookupDrafter(opts.ngram_max, opts.ngram_min) for q in args.quants}
     # each configuration keeps its draft-length policy from call to call, as a running server does
-    policies = {q: DraftLength(opts.k, opts.k_min, opts.k_max, opts.adaptive) for q in args.quants}
+    # and is told the verify cost curve the engine measures when it loads the model
+    policies = {q: DraftLength(opts.k, opts.k_min, opts.k_max, opts.adaptive, relative_verify_costs(loaded[q].model, opts.k_max + 1))
+                for q in args.quants}
 
     llama = LlamaCpp(python)
     info = {"baseline_memory": llama.call("memory")["memory"]}
@@ -677,15 +680,23 @@ def spectab_7b_worker() -> None:
         dcache.extend(prompt, 1)  # the draft's prompt is cached too, as the target's is
         out["draft"] = {"quant": draft.quant, "load_s": time.perf_counter() - t0, "weights_mb": weight_mb(draft.model)}
         out["memory"]["after_draft_load"] = memory()
+        # what the engine measures at load (engine/verify_cost.py), and how long that took
+        t0 = time.perf_counter()
+        costs = relative_verify_costs(target.model, 9)
+        out["verify_costs"] = {"s": time.perf_counter() - t0, "relative": costs}
+        log(f"spectab 7B verify cost by positions ({out['verify_costs']['s']:.1f} s): " + ", ".join(f"{k}: {c:.2f}" for k, c in costs.items()))
         out["speculative"] = []
         for alpha in req["alphas"]:
-            drafter = InVocabControlledDrafter(dcache, truth, alpha, seed=0)
-            s, g = spectab_decode(cache, tok, prompt, drafter, DraftLength(4, 1, 8), n, draft_prompt=prompt)
-            st = g.stats
-            out["speculative"].append({"alpha": alpha, "s": s, "tokens_per_s": n / s, "vs_plain": (n / s) / (n / out["spec_plain"]["s"]),
-                                       "same_tokens": g.tokens == truth, "stats": st.as_dict()})
-            log(f"spectab 7B speculative alpha {alpha}: {n / s:.2f} tok/s ({out['speculative'][-1]['vs_plain']:.2f}x plain), "
-                f"{st.draft_accepted}/{st.draft_proposed} drafts accepted, {st.rounds} rounds")
+            # the engine's policy (told the measured curve) and the prior slope alone, same drafts
+            for policy, lengths in (("measured curve", lambda: DraftLength(4, 1, 8, costs=costs)), ("prior slope", lambda: DraftLength(4, 1, 8))):
+                drafter = InVocabControlledDrafter(dcache, truth, alpha, seed=0)
+                s, g = spectab_decode(cache, tok, prompt, drafter, lengths(), n, draft_prompt=prompt)
+                st = g.stats
+                out["speculative"].append({"alpha": alpha, "policy": policy, "s": s, "tokens_per_s": n / s,
+                                           "vs_plain": (n / s) / (n / out["spec_plain"]["s"]),
+                                           "same_tokens": g.tokens == truth, "stats": st.as_dict()})
+                log(f"spectab 7B speculative alpha {alpha} ({policy}): {n / s:.2f} tok/s ({out['speculative'][-1]['vs_plain']:.2f}x plain), "
+                    f"{st.draft_accepted}/{st.draft_proposed} drafts accepted, {st.rounds} rounds")
         out["memory"]["end"] = memory()
     print(json.dumps(out), flush=True)
 
@@ -716,16 +727,21 @@ def tables_7b(res: dict) -> list[tuple[str, list[str], list[list], str]]:
     if sp.get("speculative"):
         m = res["spec_tokens"]
         base = sp["spec_plain"]["tokens_per_s"]
-        header2 = ["spectab decoding", "alpha", "drafts accepted", "target forwards", f"tok/s ({m} tokens)", "vs our plain",
+        header2 = ["spectab decoding", "draft length", "alpha", "drafts accepted", "target forwards", f"tok/s ({m} tokens)", "vs our plain",
                    "vs llama.cpp plain", "same tokens as plain"]
-        rows2 = [["plain", "-", "-", sp["spec_plain"]["stats"]["target_forwards"], f"{base:.2f}", "1.00x", f"{base / lc_rate:.2f}x", "-"]]
+        rows2 = [["plain", "-", "-", "-", sp["spec_plain"]["stats"]["target_forwards"], f"{base:.2f}", "1.00x", f"{base / lc_rate:.2f}x", "-"]]
         for r in sp["speculative"]:
             st = r["stats"]
-            rows2.append([f"draft {sp['draft']['quant']}, adaptive k", r["alpha"],
+            rows2.append([f"draft {sp['draft']['quant']}", f"adaptive, {r.get('policy', 'prior slope')}", r["alpha"],
                           f"{st['draft_accepted']}/{st['draft_proposed']} ({st['acceptance']:.2f})", st["target_forwards"],
                           f"{r['tokens_per_s']:.2f}", f"{r['vs_plain']:.2f}x", f"{r['tokens_per_s'] / lc_rate:.2f}x",
                           "yes" if r["same_tokens"] else "no"])
-        out.append(("speculative", header2, rows2, ""))
+        curve = sp.get("verify_costs")
+        note = ("" if not curve else "Draft length: adaptive (engine/draft_policy.py), told the verify cost curve the engine measures "
+                f"at load (engine/verify_cost.py, {curve['s']:.1f} s here; cost of n positions over 1: "
+                + ", ".join(f"{k}: {c:.2f}" for k, c in curve["relative"].items())
+                + "), or guessing untimed sizes with the prior slope (10% a position), as before that probe.")
+        out.append(("speculative", header2, rows2, note))
     return out
 
 

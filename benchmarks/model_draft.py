@@ -27,6 +27,7 @@ from benchmarks.common import repo_edit_points, write_results  # noqa: E402
 from tests.conftest import add_codellama_tokens  # noqa: E402
 from engine.cached_model import CachedModel  # noqa: E402
 from engine.draft_policy import DraftLength  # noqa: E402
+from engine.verify_cost import relative_verify_costs  # noqa: E402
 from engine.drafters import ModelDrafter, NoDrafter, Proposal  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.prompts import build_prompt  # noqa: E402
@@ -91,6 +92,7 @@ def main() -> None:
         tcache.reset(), dcache.reset()
         return generate(tcache, prompt, drafter, target.tokenizer, greedy, stops, policy, draft_prompt=prompt)
 
+    costs = relative_verify_costs(target.model, 9)  # what the engine measures when it loads a target
     results = {("plain", None): []}
     for alpha in alphas:
         results[("adaptive", alpha)] = []
@@ -101,7 +103,7 @@ def main() -> None:
         plain = run(NoDrafter(), prompt, DraftLength())
         results[("plain", None)].append(plain.stats)
         for alpha in alphas:
-            for mode, policy in (("adaptive", DraftLength(4, 1, 8)), ("k=4", DraftLength(4, 4, 4, adaptive=False))):
+            for mode, policy in (("adaptive", DraftLength(4, 1, 8, costs=costs)), ("k=4", DraftLength(4, 4, 4, adaptive=False))):
                 g = run(AlphaDrafter(dcache, 32016, alpha, plain.tokens), prompt, policy)
                 assert g.tokens == plain.tokens, "speculative output differs from plain greedy"
                 results[(mode, alpha)].append(g.stats)

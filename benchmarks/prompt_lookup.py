@@ -35,7 +35,8 @@ def main() -> None:
 
     c = Completer.open("smollm2-135m", device="cpu", dtype="float32", options=EngineOptions(context_tokens=args.context))
     drafters = {"plain": NoDrafter(), "ngram": PromptLookupDrafter(c.options.ngram_max, c.options.ngram_min)}
-    policies = {which: DraftLength(c.options.k, c.options.k_min, c.options.k_max, c.options.adaptive) for which in drafters}
+    policies = {which: DraftLength(c.options.k, c.options.k_min, c.options.k_max, c.options.adaptive, c.draft_length.costs)
+                for which in drafters}
 
     def run(which: str, prefix: str, suffix: str):
         c.drafter, c.draft_length = drafters[which], policies[which]

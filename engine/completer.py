@@ -28,6 +28,7 @@ from .sampling import SamplingParams
 from .draft_policy import DraftLength
 from .speculative import Generation, StopRules, generate
 from .tokens import check_compatible
+from .verify_cost import relative_verify_costs
 
 log = logging.getLogger("spectab")
 
@@ -102,7 +103,12 @@ class Completer:
             self.drafter = NoDrafter()
         else:
             raise SpectabError(f"unknown draft '{draft}': give a model, ngram or none")
-        self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive)
+        costs = None
+        if options.adaptive and draft != "none" and self.device.type == "cpu":
+            # the CPU kernels' price of verifying several positions, before the first request
+            costs = relative_verify_costs(target.model, options.k_max + 1)
+            log.debug("verify cost by positions, relative to one: %s", {n: round(c, 2) for n, c in costs.items()})
+        self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive, costs)
         self.lanes = LanePool(self._new_lane, options.kv_lanes or auto_lane_count(self.lane_bytes()))
         self._lock = threading.Lock()
         self._encoded: dict = {}  # context chunks' ids, per tokenizer: the ring changes rarely

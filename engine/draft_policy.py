@@ -6,7 +6,9 @@ accepted once its predecessors were. Both sides are measured while generating: a
 rounds (a round that accepts m of n drafts saw m successes and, if m < n, one failure), the costs
 from the wall time of verify forwards by size and of draft steps. k is the one that maximises tokens
 per second, plain decoding (k = 0) included: on a GPU verifying 8 positions costs about what 1 does,
-on a small CPU it can cost twice as much, and a draft that is rarely right should then stand aside.
+on a small CPU it can cost three times as much, and a draft that is rarely right should then stand
+aside. Sizes not timed yet follow the cost curve measured for the model when it loaded
+(engine/verify_cost.py), so the first rounds already avoid the sizes the CPU kernels make dear.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ PROBE_EVERY = 8  # while plain decoding wins, still draft every 8th round to not
 
 
 class DraftLength:
-    def __init__(self, k: int = 4, k_min: int = 1, k_max: int = 8, adaptive: bool = True):
+    def __init__(self, k: int = 4, k_min: int = 1, k_max: int = 8, adaptive: bool = True,
+                 costs: dict[int, float] | None = None):
+        """`costs`: a verify forward's cost by positions, relative to one (engine/verify_cost.py),
+        measured for this model on this machine; the shape the policy assumes for sizes it has not
+        timed yet. None: the prior slope."""
         assert 1 <= k_min <= k <= k_max, "need 1 <= k_min <= k <= k_max"
         self.k_init, self.k_min, self.k_max, self.adaptive = k, k_min, k_max, adaptive
+        self.costs = costs or {}
         self.successes, self.failures = 2.0, 1.0  # prior acceptance 2/3
         self.verify_s: dict[int, float] = {}  # positions verified -> seconds per target forward
         self.draft_s: float | None = None  # seconds per drafted token
@@ -33,7 +40,7 @@ class DraftLength:
     def next_k(self) -> int:
         if not self.adaptive:
             return self.k_init
-        if not self.verify_s:
+        if not self.verify_s and not self.costs:
             return self.k_init
         best_k, best_rate = 0, self._tokens(0) / self._cost(0)
         for k in range(self.k_min, self.k_max + 1):
@@ -66,12 +73,17 @@ class DraftLength:
         return (1 - a ** (k + 1)) / (1 - a)
 
     def _cost(self, k: int) -> float:
-        return self._verify_cost(k + 1) + k * (self.draft_s or 0.0)
+        draft_s = (self.draft_s or 0.0) if self.verify_s else 0.0  # seconds only beside seconds
+        return self._verify_cost(k + 1) + k * draft_s
 
     def _verify_cost(self, size: int) -> float:
         if size in self.verify_s:
             return self.verify_s[size]
-        # scale the nearest measured size by the prior slope
+        if not self.verify_s:  # nothing timed yet: in units of one position, draft steps free
+            return self._relative(size)
+        # scale the nearest timed size by the assumed shape
         near = min(self.verify_s, key=lambda s: abs(s - size))
-        one = self.verify_s[near] / (1 + PRIOR_SLOPE * (near - 1))
-        return one * (1 + PRIOR_SLOPE * (size - 1))
+        return self.verify_s[near] * self._relative(size) / self._relative(near)
+
+    def _relative(self, size: int) -> float:
+        return self.costs.get(size) or 1 + PRIOR_SLOPE * (size - 1)

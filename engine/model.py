@@ -206,11 +206,7 @@ class Llama(nn.Module):
         end = start + S
         assert end <= self.capacity, f"positions up to {end} exceed the KV cache ({self.capacity}); call setup_cache"
         cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
-        mask = None
-        if S > 1 and start > 0:
-            # query i sits at position start+i and may see keys 0..start+i
-            q_pos = torch.arange(start, end, device=tokens.device)[:, None]
-            mask = torch.arange(end, device=tokens.device)[None, :] <= q_pos
+        mask = causal_mask(start, S, tokens.device)
         x = self.embed(tokens).to(self.compute_dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, start, mask)
@@ -228,6 +224,16 @@ class Llama(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, 0, None, use_cache=False)
         return self.lm_head(self.norm(x))
+
+
+def causal_mask(start: int, S: int, device) -> torch.Tensor | None:
+    """[S, start+S] bool: query i sits at position start+i and may see keys 0..start+i. None where
+    no mask is needed: one query sees everything, and S queries from position 0 are the plain square
+    causal case that the fused kernel builds itself."""
+    if S == 1 or start == 0:
+        return None
+    q_pos = torch.arange(start, start + S, device=device)[:, None]
+    return torch.arange(start + S, device=device)[None, :] <= q_pos
 
 
 class KVCache:

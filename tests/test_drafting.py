@@ -39,6 +39,57 @@ def test_costly_verify_and_bad_drafts_fall_back_to_plain_decoding():
     assert policy.acceptance < 0.2
 
 
+# a CPU-like target whose kernel multiplies input rows four at a time (engine/verify_cost.py)
+STEPPED = {s: 1.0 + 0.2 * ((s - 1) % 4) + 1.6 * ((s - 1) // 4) for s in range(1, 10)}
+
+
+def seconds_per_token(policy: DraftLength, rounds: int, alpha: float, cost) -> float:
+    """Simulated rounds in which each draft is right with probability alpha (seeded): the verify
+    forward over s positions takes cost(s) seconds, draft steps are free."""
+    import random
+
+    rng, seconds, tokens = random.Random(0), 0.0, 0
+    for _ in range(rounds):
+        k = policy.next_k()
+        m = 0
+        while m < k and rng.random() < alpha:
+            m += 1
+        policy.observe(k, m, cost(k + 1), 0.0)
+        seconds, tokens = seconds + cost(k + 1), tokens + m + 1
+    return seconds / tokens
+
+
+def test_a_measured_cost_curve_keeps_the_first_rounds_off_dear_sizes():
+    # told the curve, the policy verifies at most the four positions one kernel block holds...
+    told = DraftLength(k=4, k_min=1, k_max=8, costs=STEPPED)
+    ks = feed(told, 12, True, STEPPED.get)
+    assert max(ks) <= 3 and ks[-1] == 3, ks
+    # ...where the prior slope alone starts at 4 drafts, a second kernel block for one more position
+    guessing = DraftLength(k=4, k_min=1, k_max=8)
+    assert feed(guessing, 12, True, STEPPED.get)[0] == 4
+    # at acceptance 0.85 the told policy yields tokens for less over a short request
+    told, guessing = DraftLength(k=4, k_min=1, k_max=8, costs=STEPPED), DraftLength(k=4, k_min=1, k_max=8)
+    assert seconds_per_token(told, 8, 0.85, STEPPED.get) < 0.95 * seconds_per_token(guessing, 8, 0.85, STEPPED.get)
+
+
+def test_verify_costs_are_timed_on_scratch_caches(tiny_models):
+    from engine.cached_model import CachedModel
+    from engine.loading import load_model
+    from engine.verify_cost import relative_verify_costs
+
+    model = load_model(str(tiny_models["target"]), "cpu").model
+    cache = CachedModel(model, 64)
+    prompt = list(range(5, 25))
+    cache.extend(prompt)
+    before = cache.extend(prompt)  # the last position again, alone: as the next request runs it
+    keys = [layer.attn.k_cache.clone() for layer in model.layers]
+    costs = relative_verify_costs(model, 9)
+    assert sorted(costs) == list(range(1, 10)) and costs[1] == 1.0 and all(c > 0 for c in costs.values())
+    # the model's own cache is the one it had, holding what it held: the next request reuses it
+    assert all(torch.equal(layer.attn.k_cache, k) for layer, k in zip(model.layers, keys))
+    assert torch.equal(cache.extend(prompt), before)
+
+
 def test_lookup_takes_the_latest_longest_match():
     seq = np.array([5, 6, 7, 1, 2, 9, 6, 7, 3, 4, 5, 6, 7])
     # the last trigram (5,6,7) occurs at 0: continue with what followed it
