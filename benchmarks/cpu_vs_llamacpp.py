@@ -68,6 +68,7 @@ LLAMA_VOCAB_GGUF = FIXTURES / "ggml-vocab-llama-spm.gguf"
 CODELLAMA_ADDED = FIXTURES / "codellama-added-tokens.json"
 GREEDY = SamplingParams()
 NUM_PRED_TOKENS = 10  # llama.cpp's prompt lookup: tokens proposed per match (its max_ngram_size stays 2)
+DEFAULT_OUT = common.RESULTS  # where benchmarks/common.py writes every benchmark's results
 
 # The target and draft shapes of part 2; `wide` (2 layers of the full width, with the full draft) and
 # `tiny` (hidden --shape-7b) are testing switches.
@@ -850,7 +851,7 @@ def main() -> None:
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--skip-7b", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--out", default=str(common.RESULTS), help="folder for cpu_vs_llamacpp.json/.md")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for cpu_vs_llamacpp.json/.md")
     ap.add_argument("--shape-7b", default="full", choices=sorted(SHAPES_7B), help=argparse.SUPPRESS)  # tiny: testing only
     args = ap.parse_args()
     args.quants = [q for q in args.quants.split(",") if q]
@@ -871,6 +872,8 @@ def main() -> None:
     if not args.skip_accuracy:
         flags.append(f"--accuracy-prompts {args.accuracy_prompts} --accuracy-tokens {args.accuracy_tokens}")
     flags += [f"--skip-{p}" for p, skip in (("smollm2", args.skip_smollm2), ("7b", args.skip_7b), ("accuracy", args.skip_accuracy)) if skip]
+    if Path(args.out).resolve() != DEFAULT_OUT.resolve():
+        flags.append(f"--out {args.out}")
     command = "python benchmarks/cpu_vs_llamacpp.py " + " ".join(flags)
     name = "cpu_vs_llamacpp"
     log(f"{command}  ({args.threads} threads)")
