@@ -25,8 +25,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in float32 like the reference, so bf16 models match it (torch's fused rms_norm
-        # measured slower here: 50 us against 25 us per call in a SmolLM2 decode step)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # one fused call instead of six: 11 us against 24 us on SmolLM2's 576 wide rows (2-core
+            # AVX-512 EPYC), 60 calls a decode step; each row is normalised on its own, as below
+            return torch.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # bfloat16: normalise in float32 like the reference, cast back, then scale, as it does
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
