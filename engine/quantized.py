@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .safetensors_reader import read_metadata, read_tensors
 from .errors import SpectabError, first_line
 from .gguf_tensors import NATIVE_INT4, SourceWeight
 from .model import Llama, Proj
@@ -183,25 +184,23 @@ def save_packed(model: Llama, file: Path) -> None:
 def load_packed(cfg: ModelConfig, file: Path) -> Llama:
     """The model saved by `save_packed`; SpectabError when the file is missing, damaged or of
     another format (the caller rebuilds it)."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
-                raise SpectabError(f"{file} is of another format ({meta.get('format')}, torch {meta.get('torch')})")
-            model = skeleton(cfg, json.loads(meta["kinds"]))
-            names = set(f.keys())
-            expected = {n for n, _ in list(model.named_parameters()) + list(model.named_buffers())}
-            expected |= {n for n in names if n.endswith(".dense")}  # optional float copies
-            if names != expected:
-                raise SpectabError(f"{file} lacks {sorted(expected - names)[:3]} or has extra tensors")
-            for name in sorted(names):
-                # the file puts tensors on 8-byte boundaries, where the int8 kernel crashes
-                assign(model, name, aligned(f.get_tensor(name)))
+        meta = read_metadata(file)
+        if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
+            raise SpectabError(f"{file} is of another format ({meta.get('format')}, torch {meta.get('torch')})")
+        model = skeleton(cfg, json.loads(meta["kinds"]))
+        tensors = read_tensors(file)
+        names = set(tensors)
+        expected = {n for n, _ in list(model.named_parameters()) + list(model.named_buffers())}
+        expected |= {n for n in names if n.endswith(".dense")}  # optional float copies
+        if names != expected:
+            raise SpectabError(f"{file} lacks {sorted(expected - names)[:3]} or has extra tensors")
+        for name in sorted(names):
+            # read into buffers of our own, aligned for the int8 kernel (aligned() is the guard)
+            assign(model, name, aligned(tensors.pop(name)))
     except SpectabError:
         raise
-    except Exception as err:  # truncated or overwritten: safetensors' own errors, asserts
+    except Exception as err:  # truncated or overwritten: the reader's errors, asserts
         raise SpectabError(f"{file} is damaged: {first_line(err)}") from err
     return finish(model)
 
@@ -214,9 +213,28 @@ def packed_or_build(cfg: ModelConfig, file: Path, build: Callable[[], Llama]) ->
         except SpectabError as err:
             log.warning("the cached packed model is unusable (%s); rebuilding it", err)
     model = build()
+    release_freed_memory()
     try:
         save_packed(model, file)
     except OSError as err:  # a full or read-only cache costs the next start time, nothing else
         log.warning("could not cache the packed model in %s: %s", file.parent, err)
     return model
+
+
+def release_freed_memory() -> None:
+    """Give the memory the packing freed back to the system: glibc keeps freed blocks of up to
+    32 MB in its heap once large blocks have come and gone, and packing the 7B shape left 3 GB of
+    them resident beside the 4.2 GB model."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        trim = None
+    if trim is not None:
+        trim(0)
 

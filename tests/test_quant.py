@@ -14,7 +14,7 @@ from engine.errors import SpectabError
 from engine.gguf_tensors import SourceWeight, reverse_rope_permutation
 from engine.loading import load_model, resolve_quant
 from engine.model import hf_state_dict
-from engine.quant import Int4Proj, Int8Proj, dequant_int4
+from engine.quant import Int4Proj, Int8Proj, aligned, dequant_int4
 from engine.quantized import FloatWeights, build_quantized, choose_kind, quantize_parts
 
 from .conftest import hf_llama
@@ -132,12 +132,24 @@ def test_the_packed_model_is_cached_and_a_damaged_copy_rebuilt(gguf_models, capl
     assert torch.equal(logits(first, IDS), logits(rebuilt, IDS))
 
 
-def test_the_int8_kernel_gets_aligned_tensors_from_the_cache_and_from_slices(gguf_models):
+def test_the_int8_kernel_gets_aligned_tensors_from_the_cache_and_from_slices(gguf_models, monkeypatch):
     """torch 2.13's int8 kernel (its AVX-512 path, from 4 rows on) crashes on an input, weight or
-    scale off a 32-byte boundary, and a safetensors file puts tensors on 8-byte ones: the packed
-    model read back from the cache and a slice of activations reach the kernel aligned."""
+    scale off a 32-byte boundary: the packed model read back from the cache (into buffers of its
+    own, none copied again to align it) and a slice of activations reach the kernel aligned."""
+    import engine.quantized as quantized
+
     first = load_model(str(gguf_models["mixed"]), "cpu", quant="auto")
+    copies = []
+
+    def counting(t):
+        out = aligned(t)
+        if out is not t:
+            copies.append(t)
+        return out
+
+    monkeypatch.setattr(quantized, "aligned", counting)
     again = load_model(str(gguf_models["mixed"]), "cpu", quant="auto")  # read back from the cache
+    assert not copies, f"{len(copies)} tensors copied to align them: they should be read into aligned buffers"
     misaligned = [n for n, t in again.model.named_buffers() if t is not None and t.data_ptr() % 64]
     assert not misaligned, misaligned
     assert torch.equal(logits(first, IDS), logits(again, IDS))  # 18 rows through the int8 down projections
@@ -230,3 +242,21 @@ def test_sampling_follows_the_quantized_target(word_tokenizer, target_mode):
     drafter = ModelDrafter(CachedModel(draft, 32), VOCAB_TARGET, min_confidence=0.0)
     counts = sample_many(target, drafter, word_tokenizer, params, steps=3, k=2)
     assert chi_square_p(counts, exact_distribution(target, params, 3), SAMPLES) > 1e-3
+
+
+def test_the_packed_file_reader_reads_what_safetensors_wrote(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from engine.safetensors_reader import read_metadata, read_tensors
+
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.randint(-8, 8, (2, 9), dtype=torch.int8),
+               "d": torch.randint(0, 255, (33,), dtype=torch.uint8), "e": torch.zeros(0, 4)}
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path), metadata={"format": "x"})
+    got, want = read_tensors(path), load_file(str(path))
+    assert read_metadata(path) == {"format": "x"} and set(got) == set(want)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t) and got[name].data_ptr() % 64 == 0
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ValueError):
+        read_tensors(path)
