@@ -38,11 +38,16 @@ def main() -> None:
     ap.add_argument("--cps", type=float, default=8.0, help="typing speed, characters per second")
     ap.add_argument("--engine", default="shared", choices=("shared", "inprocess"),
                     help="the models in the shared engine (the default) or in the server itself")
+    ap.add_argument("--min-confidence", type=float, default=None,
+                    help="the minConfidence setting (default: the server's, 0.3); 0 shows every suggestion whole")
     args = ap.parse_args()
+    settings = {"profile": "smollm2-135m", "maxNewTokens": 32, "engine": args.engine}
+    if args.min_confidence is not None:
+        settings["minConfidence"] = args.min_confidence
 
     with tempfile.TemporaryDirectory() as logs:
         client = LspClient(env={"SPECTAB_LOG_DIR": logs})
-        client.initialize({"profile": "smollm2-135m", "maxNewTokens": 32, "engine": args.engine})
+        client.initialize(settings)
         assert client.wait_ready()["state"] == "ready", "the offline profile did not load"
         auto_empty, auto_shown, explicit = [], [], []
         record = {"empty": auto_empty, "shown": auto_shown, "explicit": explicit}
@@ -61,9 +66,14 @@ def main() -> None:
     notes = (f"Typed-ahead reuse served {status['typedAhead']} of {requests} requests ({status['typedAhead'] / requests:.1%}); "
              f"{status['generations']} generations ran; prefix-cache hit rate {status['prefixCacheHitRate']:.1%} of prompt tokens; "
              f"draft acceptance {status['acceptanceRate']}. SmolLM2-135M-Instruct, prompt lookup, CPU, "
-             f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines, engine {args.engine}.")
+             f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines, engine {args.engine}, "
+             f"minConfidence {settings.get('minConfidence', 'the default')}.")
     command = f"python benchmarks/lsp_typing.py --lines {args.lines} --cps {args.cps:g} --engine {args.engine}"
-    write_results("lsp_typing" if args.engine == "shared" else f"lsp_typing_{args.engine}", command, {"status": status, "automatic_empty_ms": auto_empty,
+    name = "lsp_typing" if args.engine == "shared" else f"lsp_typing_{args.engine}"
+    if args.min_confidence is not None:
+        command += f" --min-confidence {args.min_confidence:g}"
+        name += f"_confidence{args.min_confidence:g}"
+    write_results(name, command, {"status": status, "automatic_empty_ms": auto_empty,
                                           "automatic_shown_ms": auto_shown, "explicit_ms": explicit},
                   rows, ["requests", "count", "p50 ms", "p95 ms"], notes)
 
