@@ -15,6 +15,7 @@ generates (no typed-ahead reuse).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import statistics
@@ -44,6 +45,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--min-confidence", type=float, default=None,
+                    help="spectab.minConfidence (default: the extension's, 0.3); 0 shows every suggestion whole")
+    args = ap.parse_args()
     gone = harness.missing()
     if gone:
         sys.exit(f"needs {', '.join(gone)}; install with: {harness.INSTALL}")
@@ -59,6 +64,8 @@ def main() -> None:
             files.append({"name": name, "line": 2})
         env = {**os.environ, "SPECTAB_LOG_DIR": str(tmp / "server-log"), "HF_HUB_OFFLINE": "1"}
         settings = {"spectab.server.python": sys.executable, "spectab.profile": "smollm2-135m", "spectab.device": "cpu"}
+        if args.min_confidence is not None:
+            settings["spectab.minConfidence"] = args.min_confidence
         screenshot = Path(tempfile.gettempdir()) / "spectab-editor-vscode-bench.png"  # kept, for a look
         with harness.code_server(workspace, settings, tmp, env) as (url, _settings_path):
             result = harness.run_driver("latency.mjs", {
@@ -103,8 +110,12 @@ def main() -> None:
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores shared "
         f"with other work. Ghost texts: {texts}."
     )
+    name, command = "editor_vscode", "python benchmarks/editor_vscode.py"
+    if args.min_confidence is not None:
+        name, command = f"{name}_confidence{args.min_confidence:g}", f"{command} --min-confidence {args.min_confidence:g}"
+    notes += f" spectab.minConfidence: {settings.get('spectab.minConfidence', 'the default')}."
     write_results(
-        "editor_vscode", "python benchmarks/editor_vscode.py",
+        name, command,
         {"triggers": triggers, "shown_ms": {"p50": pct(shown, 0.5), "p95": pct(shown, 0.95), "mean": statistics.fmean(shown) if shown else None},
          "painted_ms": {"p50": pct(painted, 0.5), "p95": pct(painted, 0.95)}, "server_ms": {"p50": pct(server, 0.5), "p95": pct(server, 0.95)}, "stops": stops, "missed": missed, "loadavg": [load_before, load_after]},
         rows, ["span", "n", "p50 ms", "p95 ms", "min ms", "max ms"], notes,
