@@ -48,6 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-confidence", type=float, default=None,
                     help="spectab.minConfidence (default: the extension's, 0.3); 0 shows every suggestion whole")
+    ap.add_argument("--extra-context-tokens", type=int, default=None,
+                    help="spectab.extraContextTokens (default: the extension's, 256); 0 leaves the other open files out of the prompt")
     args = ap.parse_args()
     gone = harness.missing()
     if gone:
@@ -66,6 +68,8 @@ def main() -> None:
         settings = {"spectab.server.python": sys.executable, "spectab.profile": "smollm2-135m", "spectab.device": "cpu"}
         if args.min_confidence is not None:
             settings["spectab.minConfidence"] = args.min_confidence
+        if args.extra_context_tokens is not None:
+            settings["spectab.extraContextTokens"] = args.extra_context_tokens
         screenshot = Path(tempfile.gettempdir()) / "spectab-editor-vscode-bench.png"  # kept, for a look
         with harness.code_server(workspace, settings, tmp, env) as (url, _settings_path):
             result = harness.run_driver("latency.mjs", {
@@ -113,7 +117,10 @@ def main() -> None:
     name, command = "editor_vscode", "python benchmarks/editor_vscode.py"
     if args.min_confidence is not None:
         name, command = f"{name}_confidence{args.min_confidence:g}", f"{command} --min-confidence {args.min_confidence:g}"
-    notes += f" spectab.minConfidence: {settings.get('spectab.minConfidence', 'the default')}."
+    if args.extra_context_tokens is not None:
+        name, command = f"{name}_context{args.extra_context_tokens}", f"{command} --extra-context-tokens {args.extra_context_tokens}"
+    notes += (f" spectab.minConfidence: {settings.get('spectab.minConfidence', 'the default')}; spectab.extraContextTokens: "
+              f"{settings.get('spectab.extraContextTokens', 'the default')}.")
     write_results(
         name, command,
         {"triggers": triggers, "shown_ms": {"p50": pct(shown, 0.5), "p95": pct(shown, 0.95), "mean": statistics.fmean(shown) if shown else None},
