@@ -3,8 +3,8 @@
 `safe_open` maps the whole file and hands out views of the mapping, placed on the 8-byte
 boundaries the format uses. torch 2.13's AVX-512 int8 kernel crashes on tensors off a 64-byte one
 (engine/quant.py, ALIGNMENT), so the packed-model loader copied every view, and while the file
-stayed mapped the process held both: a CodeLlama-7b load peaked at 8.7 GB for a 4.2 GB model
-(benchmark 9). Read here into buffers torch allocates (64-byte aligned), the peak is the model
+stayed mapped the process held both: a load of the CodeLlama-7b shape peaked at 8.7 GB for a
+4.2 GB model (benchmark 9). Read here into buffers torch allocates (64-byte aligned), the peak is the model
 itself; and a cache file truncated or rewritten in place by someone else cannot fault a running
 server later, as a mapped one would (SIGBUS).
 """

@@ -43,20 +43,21 @@ def test_costly_verify_and_bad_drafts_fall_back_to_plain_decoding():
 STEPPED = {s: 1.0 + 0.2 * ((s - 1) % 4) + 1.6 * ((s - 1) // 4) for s in range(1, 10)}
 
 
-def seconds_per_token(policy: DraftLength, rounds: int, alpha: float, cost) -> float:
-    """Simulated rounds in which each draft is right with probability alpha (seeded): the verify
-    forward over s positions takes cost(s) seconds, draft steps are free."""
+def simulated_cost_per_token(policy: DraftLength, rounds: int, alpha: float, cost) -> float:
+    """Simulated rounds, no clock: each draft is right with probability alpha (seeded), a verify
+    forward over s positions costs cost(s) units (what the policy is told it took), draft steps
+    nothing; the total cost over the tokens the rounds yielded."""
     import random
 
-    rng, seconds, tokens = random.Random(0), 0.0, 0
+    rng, spent, tokens = random.Random(0), 0.0, 0
     for _ in range(rounds):
         k = policy.next_k()
         m = 0
         while m < k and rng.random() < alpha:
             m += 1
         policy.observe(k, m, cost(k + 1), 0.0)
-        seconds, tokens = seconds + cost(k + 1), tokens + m + 1
-    return seconds / tokens
+        spent, tokens = spent + cost(k + 1), tokens + m + 1
+    return spent / tokens
 
 
 def test_a_measured_cost_curve_keeps_the_first_rounds_off_dear_sizes():
@@ -67,9 +68,9 @@ def test_a_measured_cost_curve_keeps_the_first_rounds_off_dear_sizes():
     # ...where the prior slope alone starts at 4 drafts, a second kernel block for one more position
     guessing = DraftLength(k=4, k_min=1, k_max=8)
     assert feed(guessing, 12, True, STEPPED.get)[0] == 4
-    # at acceptance 0.85 the told policy yields tokens for less over a short request
+    # at acceptance 0.85 the told policy yields tokens for fewer cost units over a short request
     told, guessing = DraftLength(k=4, k_min=1, k_max=8, costs=STEPPED), DraftLength(k=4, k_min=1, k_max=8)
-    assert seconds_per_token(told, 8, 0.85, STEPPED.get) < 0.95 * seconds_per_token(guessing, 8, 0.85, STEPPED.get)
+    assert simulated_cost_per_token(told, 8, 0.85, STEPPED.get) < 0.95 * simulated_cost_per_token(guessing, 8, 0.85, STEPPED.get)
 
 
 def test_verify_costs_are_timed_on_scratch_caches(tiny_models):
