@@ -53,6 +53,7 @@ import torch  # noqa: E402
 import benchmarks.common as common  # noqa: E402
 import benchmarks.llamacpp_env as llamacpp_env  # noqa: E402
 from engine.cached_model import CachedModel  # noqa: E402
+from engine.compiled_step import compile_steps, step_sizes  # noqa: E402
 from engine.draft_policy import DraftLength  # noqa: E402
 from engine.drafters import NoDrafter, PromptLookupDrafter  # noqa: E402
 from engine.loading import cache_dir, load_model  # noqa: E402
@@ -261,13 +262,36 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
     from engine.completer import EngineOptions
 
     opts = EngineOptions()
-    engines = ["llama.cpp"] + [f"spectab {q}" for q in args.quants]
-    caches = {q: CachedModel(loaded[q].model, longest + args.tokens + opts.k_max + 16) for q in args.quants}
-    lookups = {q: PromptLookupDrafter(opts.ngram_max, opts.ngram_min) for q in args.quants}
+    # a spectab configuration: a quant mode, eager or with the compiled decode/verify steps (the
+    # engine's default for quantized models); both share the loaded model, each has its own cache
+    configs = [(q, False) for q in args.quants if "eager" in args.steps or q == "none"]
+    configs += [(q, True) for q in args.quants if "compiled" in args.steps and q != "none"]
+    steps = {q: compile_steps(loaded[q].model, step_sizes(opts.k_max), f"SmolLM2 {q}") for q, compiled in configs if compiled}
+    for q, s in steps.items():
+        if s is None or s.failed:
+            raise SystemExit(f"the compiled steps of quant {q} are unavailable (SPECTAB_COMPILE=off, or see the warning above)")
+
+    def config_name(q: str, compiled: bool) -> str:
+        return f"spectab {q}" + (" compiled" if compiled else "")
+
+    def use(q: str, compiled: bool):
+        """The loaded model of (q, compiled), switched to its kind of short forward."""
+        lm = loaded[q]
+        lm.model.compiled_steps = steps[q] if compiled else None
+        return lm
+
+    engines = ["llama.cpp"] + [config_name(*c) for c in configs]
+    caches = {c: CachedModel(loaded[c[0]].model, longest + args.tokens + opts.k_max + 16) for c in configs}
+    lookups = {c: PromptLookupDrafter(opts.ngram_max, opts.ngram_min) for c in configs}
     # each configuration keeps its draft-length policy from call to call, as a running server does
     # and is told the verify cost curve the engine measures when it loads the model
-    policies = {q: DraftLength(opts.k, opts.k_min, opts.k_max, opts.adaptive, relative_verify_costs(loaded[q].model, opts.k_max + 1))
-                for q in args.quants}
+    policies = {}
+    for c in configs:
+        use(*c)
+        costs = relative_verify_costs(loaded[c[0]].model, opts.k_max + 1, steps.get(c[0]) if c[1] else None)
+        policies[c] = DraftLength(opts.k, opts.k_min, opts.k_max, opts.adaptive, costs)
+        log(f"{config_name(*c)}: verify cost by positions, relative to one: " + ", ".join(f"{n}: {v:.2f}" for n, v in costs.items()))
+    by_name = {config_name(*c): c for c in configs}
 
     llama = LlamaCpp(python)
     info = {"baseline_memory": llama.call("memory")["memory"]}
@@ -281,14 +305,14 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
     warm = prompts[0][1][:32]
     for kind in ("plain", "lookup"):
         llama.call("decode", name=kind, prompt=warm, tokens=4)
-    for q in args.quants:
-        spectab_decode(caches[q], loaded[q].tokenizer, warm, NoDrafter(), DraftLength(), 4)
-        caches[q].reset()
+    for c in configs:
+        spectab_decode(caches[c], use(*c).tokenizer, warm, NoDrafter(), DraftLength(), 4)
+        caches[c].reset()
 
     # times[engine][prompt index] -> {"prefill": [ms], "plain": [s], "lookup": [s]}
     times = {e: [{"prefill": [], "plain": [], "lookup": []} for _ in prompts] for e in engines}
     ids = {e: [dict() for _ in prompts] for e in engines}
-    lookup_stats = {q: [] for q in args.quants}
+    lookup_stats = {c: [] for c in configs}
     for pi, (name, prompt) in enumerate(prompts):
         for r in range(args.repeats):
             for e in (engines if r % 2 == 0 else engines[::-1]):
@@ -300,16 +324,16 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
                         t[kind].append(a["s"])
                         ids[e][pi][kind] = a["ids"]
                 else:
-                    q = e.split()[1]
-                    lm = loaded[q]
-                    t["prefill"].append(spectab_prefill(caches[q], prompt))
-                    s, g = spectab_decode(caches[q], lm.tokenizer, prompt, NoDrafter(), DraftLength(), args.tokens)
+                    c = by_name[e]
+                    lm = use(*c)
+                    t["prefill"].append(spectab_prefill(caches[c], prompt))
+                    s, g = spectab_decode(caches[c], lm.tokenizer, prompt, NoDrafter(), DraftLength(), args.tokens)
                     t["plain"].append(s)
                     ids[e][pi]["plain"] = g.tokens
-                    s, g = spectab_decode(caches[q], lm.tokenizer, prompt, lookups[q], policies[q], args.tokens)
+                    s, g = spectab_decode(caches[c], lm.tokenizer, prompt, lookups[c], policies[c], args.tokens)
                     t["lookup"].append(s)
                     ids[e][pi]["lookup"] = g.tokens
-                    lookup_stats[q].append(g.stats.as_dict())
+                    lookup_stats[c].append(g.stats.as_dict())
                 log(f"{name} repeat {r + 1}/{args.repeats} {e}: prefill {t['prefill'][-1]:.0f} ms, plain "
                     f"{args.tokens / t['plain'][-1]:.1f} tok/s, lookup {args.tokens / t['lookup'][-1]:.1f} tok/s")
     info["after_generation"] = llama.call("memory")["memory"]
@@ -331,10 +355,17 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
                                                   for i in range(len(prompts))),
         }
         if e != "llama.cpp":
-            q = e.split()[1]
-            st = lookup_stats[q]
-            rows[e].update(quant=loaded[q].quant, weights_mb=weight_mb(loaded[q].model),
+            q, compiled = by_name[e]
+            st = lookup_stats[(q, compiled)]
+            rows[e].update(quant=loaded[q].quant, weights_mb=weight_mb(loaded[q].model), compiled=compiled,
                            lookup_accepted=sum(s["draft_accepted"] for s in st), lookup_proposed=sum(s["draft_proposed"] for s in st))
+            if compiled:
+                rows[e]["compiled_runs"], rows[e]["compiled_declined"] = steps[q].runs, steps[q].declined
+                eager = config_name(q, False)
+                if eager in ids:  # the compiled steps compute what the eager forward computes
+                    rows[e]["same_as_eager"] = all(ids[e][i][k] == ids[eager][i][k] for i in range(len(prompts)) for k in ("plain", "lookup"))
+    for q in steps:
+        loaded[q].model.compiled_steps = None
     return {"model": gguf.name, "threads": args.threads, "tokens": args.tokens, "repeats": args.repeats,
             "prompts": [{"file": n, "tokens": len(p)} for n, p in prompts], "llama_cpp": info,
             "llama_cpp_lookup": {"num_pred_tokens": NUM_PRED_TOKENS, "max_ngram_size": 2},
@@ -347,7 +378,8 @@ def table_smollm2(res: dict) -> tuple[list[str], list[list]]:
     base = res["engines"]["llama.cpp"]
     n_total = len(res["prompts"]) * res["tokens"]
     header = ["engine", "weights", "prefill ms (median)", "prefill speed vs llama.cpp", "plain tok/s", "vs llama.cpp plain",
-              "prompt lookup tok/s", "vs llama.cpp plain", "lookup output = plain", f"leading tokens = llama.cpp's (of {n_total})"]
+              "prompt lookup tok/s", "vs llama.cpp plain", "lookup output = plain", "compiled output = eager",
+              f"leading tokens = llama.cpp's (of {n_total})"]
     rows = []
     for e, r in res["engines"].items():
         weights = "Q4_1 GGUF (token_embd Q8_0)" if e == "llama.cpp" else \
@@ -356,11 +388,13 @@ def table_smollm2(res: dict) -> tuple[list[str], list[list]]:
             lookup_note = f" ({r['lookup_accepted']}/{r['lookup_proposed']} drafts)"
         else:
             lookup_note = ""
-        rows.append([e if e == "llama.cpp" else f"{e.split()[0]} quant {e.split()[1]}", weights,
+        name = e if e == "llama.cpp" else f"spectab quant {e.split()[1]}" + (", compiled steps" if r["compiled"] else "")
+        same = "-" if "same_as_eager" not in r else "yes" if r["same_as_eager"] else "no"
+        rows.append([name, weights,
                      f"{r['prefill_ms_median']:.0f}", f"{base['prefill_s_total'] / r['prefill_s_total']:.2f}x",
                      f"{r['plain_tok_s']:.1f}", f"{r['plain_tok_s'] / base['plain_tok_s']:.2f}x",
                      f"{r['lookup_tok_s']:.1f}{lookup_note}", f"{r['lookup_tok_s'] / base['plain_tok_s']:.2f}x",
-                     "yes" if r["lookup_same_as_plain"] else "no", "-" if e == "llama.cpp" else r["leading_tokens_equal_llama_cpp"]])
+                     "yes" if r["lookup_same_as_plain"] else "no", same, "-" if e == "llama.cpp" else r["leading_tokens_equal_llama_cpp"]])
     return header, rows
 
 
@@ -840,6 +874,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="SmolLM2 repeats per prompt")
     ap.add_argument("--tokens", type=int, default=64, help="SmolLM2 new tokens per decode")
     ap.add_argument("--quants", default="none,int8,int4,auto", help="spectab quant modes for SmolLM2")
+    ap.add_argument("--steps", default="eager,compiled",
+                    help="SmolLM2: short forwards eager, compiled (engine/compiled_step.py, quantized modes only) or both")
     ap.add_argument("--prompt-7b", type=int, default=512, help="7B prompt tokens")
     ap.add_argument("--tokens-7b", type=int, default=24, help="7B plain decode tokens (both engines)")
     ap.add_argument("--spec-tokens-7b", type=int, default=None, help="7B tokens per speculative run (default: --tokens-7b)")
@@ -855,6 +891,9 @@ def main() -> None:
     ap.add_argument("--shape-7b", default="full", choices=sorted(SHAPES_7B), help=argparse.SUPPRESS)  # tiny: testing only
     args = ap.parse_args()
     args.quants = [q for q in args.quants.split(",") if q]
+    args.steps = [k for k in args.steps.split(",") if k]
+    if not args.steps or set(args.steps) - {"eager", "compiled"}:
+        ap.error("--steps takes eager, compiled or both (eager,compiled)")
     args.alphas = [float(a) for a in args.alphas.split(",") if a]
     if args.spec_tokens_7b is None:
         args.spec_tokens_7b = args.tokens_7b
@@ -864,7 +903,8 @@ def main() -> None:
 
     flags = [f"--threads {args.threads}"]
     if not args.skip_smollm2:
-        flags.append(f"--prompts {args.prompts} --repeats {args.repeats} --tokens {args.tokens} --quants {','.join(args.quants)}")
+        flags.append(f"--prompts {args.prompts} --repeats {args.repeats} --tokens {args.tokens} --quants {','.join(args.quants)}"
+                     f" --steps {','.join(args.steps)}")
     if not args.skip_7b:
         flags.append(f"--prompt-7b {args.prompt_7b} --tokens-7b {args.tokens_7b} --spec-tokens-7b {args.spec_tokens_7b} "
                      f"--repeats-7b {args.repeats_7b} --quant-7b {args.quant_7b} --alphas {','.join(f'{a:g}' for a in args.alphas)}"

@@ -65,6 +65,7 @@ class CachedModel:
             self.model.cache_owner = None
         self.kv, self.runner, self.ids = None, None, []
 
+    @torch.inference_mode()  # buffers made here are inference tensors, as the compiled steps expect
     def _claim(self) -> None:
         # several CachedModels (KV lanes) may share one model: the model's layers point at the
         # buffers of whichever used it last, so point them at ours; nothing is copied or recomputed
@@ -101,7 +102,11 @@ class CachedModel:
             logits = self.runner(self._on_device(new), start)[-n_logits:].clone()
         else:
             tokens = torch.tensor([new], dtype=torch.long, device=self.device)
-            logits = self.model(tokens, start, n_logits)
+            # a quantized CPU model's decode and verify steps run compiled (engine/compiled_step.py)
+            steps = getattr(self.model, "compiled_steps", None)
+            logits = steps.forward(tokens, start, n_logits) if steps is not None else None
+            if logits is None:
+                logits = self.model(tokens, start, n_logits)
         self.ids.extend(new)
         self.forwards += 1
         self.tokens_run += len(new)

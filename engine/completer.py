@@ -12,11 +12,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .cached_model import CachedModel
+from .compiled_step import DRAFT_STEP_SIZES, compile_mode, compile_steps, step_sizes
 from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter
 from .errors import SpectabError
 from .lanes import Lane, LanePool, auto_lane_count
@@ -103,10 +105,15 @@ class Completer:
             self.drafter = NoDrafter()
         else:
             raise SpectabError(f"unknown draft '{draft}': give a model, ngram or none")
+        # quantized CPU models: decode and verify steps compiled now, not on the first request
+        speculates = draft != "none"
+        target_steps = compile_steps(target.model, step_sizes(options.k_max if speculates else 0), Path(target.name).name)
+        if self.draft_info is not None:
+            compile_steps(self.draft_info.model, DRAFT_STEP_SIZES, Path(self.draft_info.name).name)
         costs = None
-        if options.adaptive and draft != "none" and self.device.type == "cpu":
+        if options.adaptive and speculates and self.device.type == "cpu":
             # the CPU kernels' price of verifying several positions, before the first request
-            costs = relative_verify_costs(target.model, options.k_max + 1)
+            costs = relative_verify_costs(target.model, options.k_max + 1, target_steps)
             log.debug("verify cost by positions, relative to one: %s", {n: round(c, 2) for n, c in costs.items()})
         self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive, costs)
         self.lanes = LanePool(self._new_lane, options.kv_lanes or auto_lane_count(self.lane_bytes()))
@@ -152,6 +159,7 @@ class Completer:
     @classmethod
     def from_profile(cls, chosen: Profile, allow_download: bool, device: str = "auto", dtype: str = "auto",
                      fim: str | None = None, options: EngineOptions = EngineOptions(), quant: str = "auto") -> "Completer":
+        compile_mode()  # a bad SPECTAB_COMPILE fails before minutes of loading, not after
         log.debug("loading target %s", chosen.target)
         target_model = load_model(chosen.target, device, dtype, allow_download, quant)
         draft: LoadedModel | str = chosen.draft

@@ -99,6 +99,8 @@ class Int4Proj(nn.Module):
 def aligned(t: torch.Tensor) -> torch.Tensor:
     """`t` (contiguous), or a copy of it on an `ALIGNMENT` boundary when it is not on one (a slice
     of a bigger tensor, a tensor read from a file): the int8 kernel crashes on it (see ALIGNMENT)."""
+    if torch.compiler.is_compiling():  # inductor allocates its own buffers, at 64 bytes
+        return t
     return t if t.data_ptr() % ALIGNMENT == 0 else t.clone(memory_format=torch.contiguous_format)
 
 

@@ -18,10 +18,14 @@ for SmolLM2-135M, 1.5 s for the CodeLlama-7b shape (2-core EPYC).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from .model import Llama, causal_mask, lazy_zeros, rope_tables
+
+if TYPE_CHECKING:
+    from .compiled_step import CompiledSteps
 
 PROBE_CACHED = 128  # positions in the scratch cache before the timed forwards (a short prompt)
 REPEATS = 5  # measurements per size; the fastest counts (the others met a busy machine)
@@ -29,29 +33,38 @@ MEASURE_S = 0.004  # each measurement times this long a run of forwards (at leas
 
 
 @torch.inference_mode()
-def relative_verify_costs(model: Llama, max_size: int) -> dict[int, float]:
-    """{size: seconds of a forward over `size` new positions / seconds over 1}, sizes 1..max_size."""
-    cfg, block = model.config, model.layers[0]
+def relative_verify_costs(model: Llama, max_size: int, steps: "CompiledSteps | None" = None) -> dict[int, float]:
+    """{size: seconds of a forward over `size` new positions / seconds over 1}, sizes 1..max_size.
+    With `steps` (engine/compiled_step.py) one group of its layers is timed, through the compiled
+    graph for the sizes it compiled and eagerly for the others, as the engine will run them."""
+    cfg = model.config
+    group = steps.groups[0] if steps is not None else (model.layers[0],)
     device, dtype = model.embed.weight.device, model.compute_dtype
     capacity = PROBE_CACHED + max_size
     shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
     cos, sin = rope_tables(cfg, capacity, device, dtype)
-    attn = block.attn
-    saved = attn.k_cache, attn.v_cache
-    attn.k_cache, attn.v_cache = lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device)
+    saved = [(layer.attn.k_cache, layer.attn.v_cache) for layer in group]
+    for layer in group:
+        layer.attn.k_cache, layer.attn.v_cache = lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device)
     generator = torch.Generator(device).manual_seed(0)
+
+    def run(x, c, s, size: int) -> None:
+        if steps is None or steps.run_layers(group, x, c, s, PROBE_CACHED) is None:
+            for layer in group:
+                layer(x, c, s, PROBE_CACHED, causal_mask(PROBE_CACHED, size, device))
 
     def forward(size: int, runs: int = 1) -> float:
         """Seconds per forward over `size` positions after the cached prefix (the mean of `runs`)."""
         x = torch.randn(1, size, cfg.hidden_size, generator=generator, device=device).to(dtype)
-        c, s, mask = cos[PROBE_CACHED:PROBE_CACHED + size], sin[PROBE_CACHED:PROBE_CACHED + size], causal_mask(PROBE_CACHED, size, device)
+        c, s = cos[PROBE_CACHED:PROBE_CACHED + size], sin[PROBE_CACHED:PROBE_CACHED + size]
         t = time.perf_counter()
         for _ in range(runs):
-            block(x, c, s, PROBE_CACHED, mask)
+            run(x, c, s, size)
         return (time.perf_counter() - t) / runs
 
     try:
-        block(torch.zeros(1, PROBE_CACHED, cfg.hidden_size, device=device, dtype=dtype), cos[:PROBE_CACHED], sin[:PROBE_CACHED], 0, None)
+        for layer in group:
+            layer(torch.zeros(1, PROBE_CACHED, cfg.hidden_size, device=device, dtype=dtype), cos[:PROBE_CACHED], sin[:PROBE_CACHED], 0, None)
         sizes = range(1, max_size + 1)
         for size in sizes:
             forward(size)  # warm-up: the first forward of a shape allocates
@@ -63,5 +76,6 @@ def relative_verify_costs(model: Llama, max_size: int) -> dict[int, float]:
             for size in sizes:
                 seconds[size] = min(seconds[size], forward(size, runs))
     finally:
-        attn.k_cache, attn.v_cache = saved
+        for layer, (k, v) in zip(group, saved):
+            layer.attn.k_cache, layer.attn.v_cache = k, v
     return {size: s / seconds[1] for size, s in seconds.items()}

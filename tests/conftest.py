@@ -31,6 +31,10 @@ def isolated_caches(tmp_path_factory):
     # candidates without a time budget: the tests check what they are, never how fast (the
     # engines under test, started as subprocesses, inherit it)
     os.environ["SPECTAB_ALTERNATIVES_TIME_SHARE"] = "none"
+    # models run their short forwards eagerly: compiling every model that every test and engine
+    # subprocess loads would add minutes; tests/test_compiled_step.py pins the compiled forwards to
+    # the eager ones, bit for bit, and runs the quickstart compiled as users do
+    os.environ["SPECTAB_COMPILE"] = "off"
     yield root
     stop_engines()
 
