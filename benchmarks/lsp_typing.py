@@ -8,7 +8,10 @@ answer for automatic and explicit triggers (automatic ones split into superseded
 and answered with a suggestion), the share of requests served from typed-ahead reuse, and the
 prefix-cache hit rate (prompt tokens whose KV cache was reused).
 
-    python benchmarks/lsp_typing.py [--lines 6] [--cps 8]
+    python benchmarks/lsp_typing.py [--lines 6] [--cps 8] [--compile auto|off]
+
+`--compile off` runs the models' steps eagerly (SPECTAB_COMPILE=off), as spectab did before
+engine/compiled_step.py; the default compiles them when the server loads, as users get it.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ def main() -> None:
                     help="the models in the shared engine (the default) or in the server itself")
     ap.add_argument("--min-confidence", type=float, default=None,
                     help="the minConfidence setting (default: the server's, 0.3); 0 shows every suggestion whole")
+    ap.add_argument("--compile", default="auto", choices=("auto", "off"),
+                    help="SPECTAB_COMPILE for the server and its engine: auto (compiled steps, the default) or off (eager)")
     args = ap.parse_args()
     settings = {"profile": "smollm2-135m", "maxNewTokens": 32, "engine": args.engine}
     if args.min_confidence is not None:
         settings["minConfidence"] = args.min_confidence
 
     with tempfile.TemporaryDirectory() as logs:
-        client = LspClient(env={"SPECTAB_LOG_DIR": logs})
+        client = LspClient(env={"SPECTAB_LOG_DIR": logs, "SPECTAB_COMPILE": args.compile})
         client.initialize(settings)
         assert client.wait_ready()["state"] == "ready", "the offline profile did not load"
         auto_empty, auto_shown, explicit = [], [], []
@@ -67,12 +72,16 @@ def main() -> None:
              f"{status['generations']} generations ran; prefix-cache hit rate {status['prefixCacheHitRate']:.1%} of prompt tokens; "
              f"draft acceptance {status['acceptanceRate']}. SmolLM2-135M-Instruct, prompt lookup, CPU, "
              f"{args.cps:g} characters/s, {len(SOURCES)} files x {args.lines} lines, engine {args.engine}, "
-             f"minConfidence {settings.get('minConfidence', 'the default')}.")
+             f"minConfidence {settings.get('minConfidence', 'the default')}, steps "
+             f"{'compiled' if args.compile == 'auto' else 'eager'} (SPECTAB_COMPILE={args.compile}).")
     command = f"python benchmarks/lsp_typing.py --lines {args.lines} --cps {args.cps:g} --engine {args.engine}"
     name = "lsp_typing" if args.engine == "shared" else f"lsp_typing_{args.engine}"
     if args.min_confidence is not None:
         command += f" --min-confidence {args.min_confidence:g}"
         name += f"_confidence{args.min_confidence:g}"
+    if args.compile != "auto":
+        command += f" --compile {args.compile}"
+        name += f"_compile{args.compile}"
     write_results(name, command, {"status": status, "automatic_empty_ms": auto_empty,
                                           "automatic_shown_ms": auto_shown, "explicit_ms": explicit},
                   rows, ["requests", "count", "p50 ms", "p95 ms"], notes)

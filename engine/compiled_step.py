@@ -3,11 +3,21 @@ compiled with torch.compile's inductor backend, so a step no longer pays Python 
 
 An eager SmolLM2-135M decode step runs about 1,200 ATen operations; on a 2-core AVX2 EPYC the
 weight-only kernels took 11 ms of its 24 ms and the rest went to launching the small ones between
-them (casts, rotary, cache writes). Inductor fuses those into a few generated C++ loops around the
-same kernels (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`, SDPA and the RMS norm stay ATen
-calls: inductor's own norm sums in another order, model.py's RMSNorm keeps ATen's), so a compiled
-step computes what the eager one computes, bit for bit (tests/test_compiled_step.py; benchmark 9's
-"compiled output = eager" column on real prompts).
+them (casts, rotary, norms, cache writes). Inductor fuses those into a few generated C++ loops
+around the same kernels (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm` and SDPA stay ATen
+calls).
+
+Same tokens: inductor's RMS norm sums a row in another order than ATen's, so a compiled step can
+differ from the eager one in the last bits (and a greedy token at a near-tie). Losslessness needs
+something else: that a verify's rows give exactly what decode steps give. So the generated loops run
+single-threaded (inductor may parallelise a reduction whose outer loop is short, which would split a
+lone row's sum between threads and not one of four rows'; on SmolLM2 the rows agreed either way, and
+one thread cost nothing measurable), and every verify of a compiled model runs through a graph: the
+engine drafts at most
+VERIFY_MAX - 1 tokens then (engine/completer.py). Eager forwards remain for prompt positions only
+(positions 0 and 1, a prompt's tail), which plain and speculative decoding run alike.
+tests/test_compiled_step.py checks verify rows against decode steps bit for bit and speculative
+against plain output; benchmark 9 shows both on real prompts.
 
 Layers are compiled in groups of up to GROUP_MAX: the whole 30-layer model as one graph was 2 ms
 faster a step than groups of six, but took 20-50 s to compile per number of positions against 2-6 s;
@@ -18,7 +28,7 @@ Rules:
   - Compiled while the model loads (`warm`), for the numbers of positions the engine will run
     (1 for a decode step, verifies up to VERIFY_MAX, a draft's 1 and 2), never on a request: calls run under torch's
     `fail_on_recompile` stance, and anything that would compile (a size not warmed, position 0 or 1,
-    which torch specialises) runs eagerly instead, to the same numbers.
+    which torch specialises) runs eagerly instead.
   - Inductor's cache lives under spectab's cache dir, so a second start mostly reads it.
   - A machine without a working C++ compiler, or any other failure to compile, costs one warning
     and leaves the model eager.
@@ -40,7 +50,7 @@ log = logging.getLogger("spectab")
 
 GROUP_MAX = 8  # layers per compiled graph (see the module doc)
 COMPILE_ENV = "SPECTAB_COMPILE"
-COMPILE_MODES = ("auto", "off")
+COMPILE_MODES = ("auto", "on", "off")
 MIN_START = 2
 """torch specialises an integer argument that is 0 or 1 (a graph of its own), so forwards that start
 there (the first positions of a prompt) run eagerly."""
@@ -53,7 +63,8 @@ WARM_START = 37  # warm-up position: not 0 or 1, and equal to no size of the mod
 
 
 def compile_mode() -> str:
-    """`SPECTAB_COMPILE`: auto (compile the short forwards of quantized CPU models) or off."""
+    """`SPECTAB_COMPILE`: auto (compile where the caller asks: the servers, not a one-shot
+    `spectab complete`, whose few tokens do not repay the compile), on (always) or off (never)."""
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower() or "auto"
     if mode not in COMPILE_MODES:
         raise SpectabError(f"{COMPILE_ENV} must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
@@ -93,7 +104,9 @@ class CompiledSteps:
         self.runs = 0  # forwards served by the graphs
         self.declined = 0  # forwards of a compiled size that ran eagerly after all (a guard failed)
         _configure_torch()
-        self.layers = torch.compile(run_layers, dynamic=True, fullgraph=True)
+        # generated loops single-threaded, so a row's norm sums in one order whatever the number of
+        # rows (see the module doc); the kernels between them keep torch's threads
+        self.layers = torch.compile(run_layers, dynamic=True, fullgraph=True, options={"cpp.threads": 1})
 
     def warm(self, sizes: Iterable[int], name: str = "model") -> None:
         """Compile the forwards over each of `sizes` positions, on scratch keys and values (the
@@ -128,14 +141,15 @@ class CompiledSteps:
     def forward(self, tokens: torch.Tensor, start: int, n_logits: int) -> torch.Tensor | None:
         """Logits [n_logits, vocab] as Llama.forward gives them, or None where the compiled graphs do
         not cover this forward (the caller runs it eagerly)."""
-        return self._declining(self._forward, tokens.shape[1], start, tokens, start, n_logits)
+        return self._declining(self._forward, tokens.shape[1], start, self.model.capacity, tokens, start, n_logits)
 
     def run_layers(self, layers: tuple, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int) -> torch.Tensor | None:
         """One group of layers through the compiled graph (engine/verify_cost.py times it), or None."""
-        return self._declining(self.layers, x.shape[1], start, layers, x, cos, sin, start)
+        return self._declining(self.layers, x.shape[1], start, layers[0].attn.k_cache.shape[2], layers, x, cos, sin, start)
 
-    def _declining(self, fn, size: int, start: int, *args) -> torch.Tensor | None:
-        if size not in self.sizes or start < MIN_START:
+    def _declining(self, fn, size: int, start: int, capacity: int, *args) -> torch.Tensor | None:
+        # MIN_START; and a forward that fills the cache to its very end, a slice torch specialises
+        if size not in self.sizes or start < MIN_START or start + size >= capacity:
             return None
         try:
             with torch.compiler.set_stance("fail_on_recompile"):
@@ -177,10 +191,14 @@ def _configure_torch() -> None:
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
 
 
-def compile_steps(model: Llama, sizes: Iterable[int], name: str) -> CompiledSteps | None:
+def compile_steps(model: Llama, sizes: Iterable[int], name: str, wanted: bool = True) -> CompiledSteps | None:
     """Give a quantized CPU model compiled short forwards for `sizes` positions (see the module
-    doc); None where they do not apply (a float or GPU model, SPECTAB_COMPILE=off)."""
-    if compile_mode() == "off" or model.embed.weight.device.type != "cpu" or not getattr(model, "quant_kinds", None):
+    doc), where `wanted` or SPECTAB_COMPILE=on; None where they do not apply (a float or GPU model,
+    SPECTAB_COMPILE=off, not wanted)."""
+    mode = compile_mode()
+    if mode == "off" or (mode == "auto" and not wanted):
+        return None
+    if model.embed.weight.device.type != "cpu" or not getattr(model, "quant_kinds", None):
         return None
     steps = getattr(model, "compiled_steps", None)
     if steps is None:

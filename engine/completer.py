@@ -60,6 +60,10 @@ class EngineOptions:
     kv_lanes: int = 0
     """KV caches kept, one per document, least recently used evicted; 0: as many full ones as fit
     in half the memory free at load (1..16)."""
+    compile: bool = True
+    """Compile a quantized CPU model's decode and verify steps at load (engine/compiled_step.py);
+    SPECTAB_COMPILE=on or off overrides it. `spectab complete` turns it off: one completion's few
+    tokens do not repay the 15-60 s of compiling."""
 
 
 def alternatives_time_share(default: float | None = 1.0) -> float | None:
@@ -82,7 +86,9 @@ class Completer:
         self.target_info, self.options, self.profile = target, options, profile
         self.tokenizer = target.tokenizer
         self.fim = resolve_fim(fim, self.tokenizer, target.name)
-        reserve = options.max_new_tokens_limit + options.k_max + 1
+        # one position more than a request can fill: a compiled step's graph takes forwards that end
+        # before the cache does (torch specialises a slice that reaches the end; compiled_step.py)
+        reserve = options.max_new_tokens_limit + options.k_max + 2
         self.capacity = min(options.context_tokens + reserve, target.model.config.max_position_embeddings)
         # a model with a short context (a small trained draft used as target) still completes: at
         # most half its context is generated, the rest is prompt
@@ -107,15 +113,22 @@ class Completer:
             raise SpectabError(f"unknown draft '{draft}': give a model, ngram or none")
         # quantized CPU models: decode and verify steps compiled now, not on the first request
         speculates = draft != "none"
-        target_steps = compile_steps(target.model, step_sizes(options.k_max if speculates else 0), Path(target.name).name)
+        target_steps = compile_steps(target.model, step_sizes(options.k_max if speculates else 0), Path(target.name).name,
+                                     options.compile)
         if self.draft_info is not None:
-            compile_steps(self.draft_info.model, DRAFT_STEP_SIZES, Path(self.draft_info.name).name)
+            compile_steps(self.draft_info.model, DRAFT_STEP_SIZES, Path(self.draft_info.name).name, options.compile)
+        # compiled steps round differently from eager ones, so every verify runs through a graph:
+        # drafts no longer than the largest compiled verify (VERIFY_MAX, where the int4 kernel's
+        # four-row block ends anyway), so a verify's rows stay exactly the decode steps' numbers
+        k_max = options.k_max
+        if speculates and target_steps is not None and target_steps.sizes:
+            k_max = min(k_max, max(target_steps.sizes) - 1)
         costs = None
         if options.adaptive and speculates and self.device.type == "cpu":
             # the CPU kernels' price of verifying several positions, before the first request
-            costs = relative_verify_costs(target.model, options.k_max + 1, target_steps)
+            costs = relative_verify_costs(target.model, k_max + 1, target_steps)
             log.debug("verify cost by positions, relative to one: %s", {n: round(c, 2) for n, c in costs.items()})
-        self.draft_length = DraftLength(options.k, options.k_min, options.k_max, options.adaptive, costs)
+        self.draft_length = DraftLength(min(options.k, k_max), min(options.k_min, k_max), k_max, options.adaptive, costs)
         self.lanes = LanePool(self._new_lane, options.kv_lanes or auto_lane_count(self.lane_bytes()))
         self._lock = threading.Lock()
         self._encoded: dict = {}  # context chunks' ids, per tokenizer: the ring changes rarely

@@ -70,7 +70,8 @@ def run_complete(args) -> int:
     from engine.sampling import SamplingParams
 
     set_threads(args.threads)
-    options = EngineOptions(context_tokens=args.context_tokens, max_new_tokens_limit=max(512, args.max_new_tokens))
+    # one completion: compiling the steps (engine/compiled_step.py) would cost more than it saves
+    options = EngineOptions(context_tokens=args.context_tokens, max_new_tokens_limit=max(512, args.max_new_tokens), compile=False)
     completer = Completer.open(args.profile, args.target, args.draft, args.device, args.dtype, args.fim, options, args.quant)
     params = SamplingParams(args.temperature, args.top_p, args.top_k, args.seed)
     cur = cursor_at(prefix + suffix, len(prefix), args.context_tokens)
