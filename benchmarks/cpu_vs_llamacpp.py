@@ -288,8 +288,10 @@ def bench_smollm2(args, python: Path, gguf: Path, loaded: dict) -> dict:
     policies = {}
     for c in configs:
         use(*c)
-        costs = relative_verify_costs(loaded[c[0]].model, opts.k_max + 1, steps.get(c[0]) if c[1] else None)
-        policies[c] = DraftLength(opts.k, opts.k_min, opts.k_max, opts.adaptive, costs)
+        # compiled: drafts stop where the compiled verifies do, as the engine's (engine/completer.py)
+        k_max = min(opts.k_max, max(steps[c[0]].sizes) - 1) if c[1] else opts.k_max
+        costs = relative_verify_costs(loaded[c[0]].model, k_max + 1, steps.get(c[0]) if c[1] else None)
+        policies[c] = DraftLength(min(opts.k, k_max), opts.k_min, k_max, opts.adaptive, costs)
         log(f"{config_name(*c)}: verify cost by positions, relative to one: " + ", ".join(f"{n}: {v:.2f}" for n, v in costs.items()))
     by_name = {config_name(*c): c for c in configs}
 
@@ -816,7 +818,10 @@ def write_report(name: str, command: str, results: dict) -> None:
                       f"..{r['spectab_lookup']['ngram_min']}, adaptive draft length kept across calls). Quant none runs the GGUF "
                       "dequantised to float32; int8/int4/auto as engine/quantized.py packs them. \"lookup output = plain\": the "
                       "prompt-lookup output equals that engine's plain greedy output on every prompt (it is meant to; a \"no\" "
-                      "means a kernel rounds differently when it verifies several positions at once). llama.cpp worker RSS: "
+                      "means a kernel rounds differently when it verifies several positions at once). \"Compiled steps\": "
+                      "decode and verify steps through torch.compile (engine/compiled_step.py), drafts capped at the largest "
+                      "compiled verify; \"compiled output = eager\": the same tokens as that quant's eager rows (informational: "
+                      "inductor's RMS norm sums in another order, so a near-tie may flip). llama.cpp worker RSS: "
                       f"{r['llama_cpp']['baseline_memory'].get('VmRSS')} MB bare, {r['llama_cpp']['lookup']['memory'].get('VmRSS')} MB with "
                       f"both instances loaded, {r['llama_cpp']['after_generation'].get('VmRSS')} MB after generating."]
     if "codellama_7b" in results:
