@@ -13,11 +13,10 @@ something else: that a verify's rows give exactly what decode steps give. So the
 single-threaded (inductor may parallelise a reduction whose outer loop is short, which would split a
 lone row's sum between threads and not one of four rows'; on SmolLM2 the rows agreed either way, and
 one thread cost nothing measurable), and every verify of a compiled model runs through a graph: the
-engine drafts at most
-VERIFY_MAX - 1 tokens then (engine/completer.py). Eager forwards remain for prompt positions only
-(positions 0 and 1, a prompt's tail), which plain and speculative decoding run alike.
-tests/test_compiled_step.py checks verify rows against decode steps bit for bit and speculative
-against plain output; benchmark 9 shows both on real prompts.
+engine then drafts at most VERIFY_MAX - 1 tokens (engine/completer.py). Eager forwards remain for
+prompt positions only (positions 0 and 1, a prompt's tail), which plain and speculative decoding run
+alike. tests/test_compiled_step.py checks verify rows against decode steps bit for bit and
+speculative against plain output; benchmark 9 shows the latter on real prompts.
 
 Layers are compiled in groups of up to GROUP_MAX: the whole 30-layer model as one graph was 2 ms
 faster a step than groups of six, but took 20-50 s to compile per number of positions against 2-6 s;
@@ -26,9 +25,10 @@ groups are alike, so every group reuses one graph: the layers' weights and cache
 
 Rules:
   - Compiled while the model loads (`warm`), for the numbers of positions the engine will run
-    (1 for a decode step, verifies up to VERIFY_MAX, a draft's 1 and 2), never on a request: calls run under torch's
-    `fail_on_recompile` stance, and anything that would compile (a size not warmed, position 0 or 1,
-    which torch specialises) runs eagerly instead.
+    (1 for a decode step, verifies up to VERIFY_MAX, a draft's 1 and 2), never on a request: calls
+    run under torch's `fail_on_recompile` stance, and anything that would compile (a size not
+    warmed, position 0 or 1, which torch specialises, a forward reaching the cache's last slot)
+    runs eagerly instead.
   - Inductor's cache lives under spectab's cache dir, so a second start mostly reads it.
   - A machine without a working C++ compiler, or any other failure to compile, costs one warning
     and leaves the model eager.
