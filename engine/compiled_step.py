@@ -2,8 +2,9 @@
 compiled with torch.compile's inductor backend, so a step no longer pays Python for each operation.
 
 An eager SmolLM2-135M decode step runs about 1,200 ATen operations; on a 2-core AVX2 EPYC the
-weight-only kernels took 11 ms of its 24 ms and the rest went to launching the small ones between
-them (casts, rotary, norms, cache writes). Inductor fuses those into a few generated C++ loops
+weight-only kernels and attention took 15 ms of its 27.5 ms and the rest went to launching the small
+ones between them (casts, rotary, norms, cache writes); compiled, that rest is 3 ms
+(benchmarks/step_profile.py). Inductor fuses those into a few generated C++ loops
 around the same kernels (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm` and SDPA stay ATen
 calls).
 
@@ -18,9 +19,10 @@ prompt positions only (positions 0 and 1, a prompt's tail), which plain and spec
 alike. tests/test_compiled_step.py checks verify rows against decode steps bit for bit and
 speculative against plain output; benchmark 9 shows the latter on real prompts.
 
-Layers are compiled in groups of up to GROUP_MAX: the whole 30-layer model as one graph was 2 ms
-faster a step than groups of six, but took 20-50 s to compile per number of positions against 2-6 s;
-one layer per graph gave back 3 of the 7 ms won (a guard check and a wrapper call per layer). The
+Layers are compiled in groups of up to GROUP_MAX. Timed by hand while choosing (no script): the
+whole 30-layer model as one graph was 2 ms faster a step than groups of six, but took 20-50 s to
+compile per number of positions against 2-6 s; one layer per graph gave back 3 of the 7 ms won (a
+guard check and a wrapper call per layer). The
 groups are alike, so every group reuses one graph: the layers' weights and caches are its inputs.
 
 Rules:
@@ -56,8 +58,9 @@ MIN_START = 2
 there (the first positions of a prompt) run eagerly."""
 VERIFY_MAX = 4
 """The largest verify compiled: torch's int4 kernel takes input rows four at a time, so a fifth
-position costs about what the first four do (SmolLM2-135M, 2-core EPYC: 26 ms for 4, 46 ms for 5)
-and the draft-length policy, told the costs, rarely asks for more. Larger verifies run eagerly."""
+position costs about what the first four do (SmolLM2-135M on the 2-core AVX2 EPYC, the verify cost
+curve benchmark 9 logs: 1.46x one position for 4, 2.06x for 5), so drafting more rarely paid.
+Larger verifies run eagerly (a draft model's catch-up, a prompt's tail)."""
 DRAFT_STEP_SIZES = (1, 2)  # a draft model's forwards: its next token, or catching up on two after a round
 WARM_START = 37  # warm-up position: not 0 or 1, and equal to no size of the model (torch would tie them)
 
