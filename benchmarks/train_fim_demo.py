@@ -3,9 +3,9 @@ agree with an infilling target more often than the same draft trained left to ri
 
 Data: the Python standard library of the running interpreter; every eighth file (sorted by name)
 is held out for the cursors, the rest train. A small "target" trains with FIM (CodeLlama's rate
-0.9, half SPM) so that it infills; then two drafts of one smaller shape train for the same number
-of steps on the same data with the same seed, one left to right (fim_rate 0) and one with FIM
-(0.9). Each is measured with the engine against that target (greedy, k = 4, fixed) at the same
+0.9, half SPM) so that it infills; then drafts of one smaller shape train for the same number
+of steps on the same data with the same seed, one left to right (fim_rate 0) and one for each FIM
+rate in --draft-fim-rates (default 0.9). Each is measured with the engine against that target (greedy, k = 4, fixed) at the same
 cursors in held-out files: after the indentation of a line inside a function, once with the rest of
 the file after the cursor (infilling: the target reads <PRE> prefix <SUF> suffix <MID>) and once
 with the file cut at the cursor (end of file). The FIM draft reads the target's own prompt, the
@@ -15,7 +15,7 @@ The tokenizer is a byte-level BPE of 4096 tokens trained here on the training fi
 CodeLlama's four infilling markers as special tokens: CodeLlama's own 32016-token vocabulary
 would put most of this CPU budget into the output layer of three small models.
 
-    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--cursors 60]
+    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--cursors 60] [--draft-fim-rates 0.9,0.5]
 """
 
 from __future__ import annotations
@@ -94,6 +94,10 @@ def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
+def fim_name(rate: float) -> str:
+    return f"draft, FIM {rate:g}"
+
+
 def completer(draft: Path, target: Path):
     from engine.completer import Completer, EngineOptions
     from engine.loading import load_model
@@ -110,9 +114,17 @@ def main() -> None:
     ap.add_argument("--draft-steps", type=int, default=600, help="training steps of each draft")
     ap.add_argument("--files", type=int, default=400, help="standard-library files to use (an eighth held out)")
     ap.add_argument("--cursors", type=int, default=60, help="cursors in the held-out files")
+    ap.add_argument("--draft-fim-rates", default="0.9",
+                    help="comma-separated FIM rates of the FIM drafts, one draft each (CodeLlama's recipe: 0.9)")
     args = ap.parse_args()
     if min(args.target_steps, args.draft_steps, args.cursors) < 1 or args.files < 16:
         ap.error("steps and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
+    try:
+        fim_rates = [float(x) for x in args.draft_fim_rates.split(",")]
+    except ValueError:
+        ap.error(f"--draft-fim-rates takes numbers separated by commas, got {args.draft_fim_rates!r}")
+    if not fim_rates or not all(0 < r <= 1 for r in fim_rates):
+        ap.error(f"--draft-fim-rates must be in (0, 1], got {args.draft_fim_rates!r}")
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     chosen = sorted(stdlib.glob("*.py"))[: args.files]
@@ -138,8 +150,10 @@ def main() -> None:
         runs = {
             "target (FIM)": replace(base, model=target_shape, fim_rate=0.9, seed=1, max_tokens=args.target_steps * batch * SEQ_LEN),
             "draft, left to right": replace(base, model=draft_shape, fim_rate=0.0, seed=2, max_tokens=args.draft_steps * batch * SEQ_LEN),
-            "draft, FIM": replace(base, model=draft_shape, fim_rate=0.9, seed=2, max_tokens=args.draft_steps * batch * SEQ_LEN),
         }
+        for rate in fim_rates:  # the same seed as the left-to-right draft: only the layout differs
+            runs[fim_name(rate)] = replace(base, model=draft_shape, fim_rate=rate, seed=2,
+                                           max_tokens=args.draft_steps * batch * SEQ_LEN)
         folders, trained = {}, {}
         for i, (name, cfg) in enumerate(runs.items()):
             cfg = replace(cfg, out_dir=str(tmp / f"run{i}"))
@@ -152,7 +166,7 @@ def main() -> None:
         data = {"corpus_tokens": manifest["tokens"], "train_files": len(train_files), "held_out_files": len(held_out),
                 "cursors": len(points), "trained": trained, "acceptance": {}}
         rows = []
-        for name in ("draft, left to right", "draft, FIM"):
+        for name in ["draft, left to right"] + [fim_name(r) for r in fim_rates]:
             c = completer(folders[name], folders["target (FIM)"])
             draft_fim = "auto" if runs[name].fim_rate > 0 else "none"
             scores = {kind: measure(c, texts, NEW_TOKENS, draft_fim) for kind, texts in kinds.items()}
@@ -161,14 +175,17 @@ def main() -> None:
             rows.append([name, trained[name]["steps"], scores["infilling"]["draft_prompt"]]
                         + [f"{scores[k]['accepted']}/{scores[k]['drafted']} = {scores[k]['acceptance']:.3f}" for k in kinds]
                         + [f"{scores[k]['alpha']:.3f}" for k in kinds])
-    ltr, fim = data["acceptance"]["draft, left to right"], data["acceptance"]["draft, FIM"]
-    ratios = {k: fim[k]["acceptance"] / ltr[k]["acceptance"] if ltr[k]["acceptance"] else float("inf") for k in kinds}
-    data["fim_over_ltr"] = ratios
-    rows.append(["FIM / left to right", "", ""] + [f"{ratios[k]:.2f}x" for k in kinds] + ["", ""])
-    print(json.dumps({"fim_over_ltr": ratios}), flush=True)
+    ltr = data["acceptance"]["draft, left to right"]
+    data["fim_over_ltr"] = {}
+    for rate in fim_rates:
+        fim = data["acceptance"][fim_name(rate)]
+        ratios = {k: fim[k]["acceptance"] / ltr[k]["acceptance"] if ltr[k]["acceptance"] else float("inf") for k in kinds}
+        data["fim_over_ltr"][fim_name(rate)] = ratios
+        rows.append([f"{fim_name(rate)} / left to right", "", ""] + [f"{ratios[k]:.2f}x" for k in kinds] + ["", ""])
+    print(json.dumps({"fim_over_ltr": data["fim_over_ltr"]}), flush=True)
     t = trained["target (FIM)"]
     command = (f"python benchmarks/train_fim_demo.py --target-steps {args.target_steps} --draft-steps {args.draft_steps} "
-               f"--files {args.files} --cursors {args.cursors}")
+               f"--files {args.files} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}")
     write_results("train_fim_demo", command, data, rows,
                   ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
                    "alpha, infilling", "alpha, end of file"],
