@@ -5,8 +5,8 @@ Data: the Python standard library of the running interpreter; every eighth file 
 is held out for the cursors, the rest train. A small "target" trains with FIM (CodeLlama's rate
 0.9, half SPM) so that it infills; then drafts of one smaller shape train for the same number
 of steps on the same data with the same seed, one left to right (fim_rate 0) and one for each FIM
-rate in --draft-fim-rates (default 0.9). Each is measured with the engine against that target (greedy, k = 4, fixed) at the same
-cursors in held-out files: after the indentation of a line inside a function, once with the rest of
+rate in --draft-fim-rates (default 0.9). Each is measured with the engine against that target
+(greedy, k = 4, fixed) at the same cursors in held-out files: after the indentation of a line inside a function, once with the rest of
 the file after the cursor (infilling: the target reads <PRE> prefix <SUF> suffix <MID>) and once
 with the file cut at the cursor (end of file). The FIM draft reads the target's own prompt, the
 left-to-right one reads the prefix, as the engine gives each (`draftFim auto`).
@@ -120,7 +120,7 @@ def main() -> None:
     if min(args.target_steps, args.draft_steps, args.cursors) < 1 or args.files < 16:
         ap.error("steps and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
     try:
-        fim_rates = [float(x) for x in args.draft_fim_rates.split(",")]
+        fim_rates = list(dict.fromkeys(float(x) for x in args.draft_fim_rates.split(",")))  # one draft per rate
     except ValueError:
         ap.error(f"--draft-fim-rates takes numbers separated by commas, got {args.draft_fim_rates!r}")
     if not fim_rates or not all(0 < r <= 1 for r in fim_rates):
