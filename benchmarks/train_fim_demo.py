@@ -6,9 +6,9 @@ is held out for the cursors, the rest train. A small "target" trains with FIM (C
 0.9, half SPM) so that it infills; then drafts of one smaller shape train for the same number
 of steps on the same data with the same seed, one left to right (fim_rate 0) and one for each FIM
 rate in --draft-fim-rates (default 0.9). Each is measured with the engine against that target
-(greedy, k = 4, fixed) at the same cursors in held-out files: after the indentation of a line inside a function, once with the rest of
-the file after the cursor (infilling: the target reads <PRE> prefix <SUF> suffix <MID>) and once
-with the file cut at the cursor (end of file). The FIM draft reads the target's own prompt, the
+(greedy, k = 4, fixed) at the same cursors in held-out files: after the indentation of a line
+inside a function, once with the rest of the file after the cursor (infilling: the target reads
+<PRE> prefix <SUF> suffix <MID>) and once with the file cut at the cursor (end of file). The FIM draft reads the target's own prompt, the
 left-to-right one reads the prefix, as the engine gives each (`draftFim auto`).
 
 The tokenizer is a byte-level BPE of 4096 tokens trained here on the training files, with
