@@ -94,6 +94,15 @@ def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
+def suffix_use(c, points: list[tuple[str, str]]) -> dict:
+    """How much the target's own output depends on the code after the cursor: at how many cursors
+    its greedy text (NEW_TOKENS tokens, lossless, so the draft does not matter) differs between the
+    infilling prompt and the file cut at the cursor. Only there can a draft that reads the suffix
+    do better than one that does not."""
+    differ = sum(c.complete(p, s, NEW_TOKENS).text != c.complete(p, "", NEW_TOKENS).text for p, s in points)
+    return {"cursors": len(points), "output_differs": differ, "share": differ / len(points) if points else 0.0}
+
+
 def fim_name(rate: float) -> str:
     return f"draft, FIM {rate:g}"
 
@@ -116,6 +125,9 @@ def main() -> None:
     ap.add_argument("--cursors", type=int, default=60, help="cursors in the held-out files")
     ap.add_argument("--draft-fim-rates", default="0.9",
                     help="comma-separated FIM rates of the FIM drafts, one draft each (CodeLlama's recipe: 0.9)")
+    ap.add_argument("--distill", action="store_true",
+                    help="train every draft on the trained target's distribution (spectab train distill) "
+                         "instead of the data's next tokens")
     args = ap.parse_args()
     if min(args.target_steps, args.draft_steps, args.cursors) < 1 or args.files < 16:
         ap.error("steps and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
@@ -157,6 +169,8 @@ def main() -> None:
         folders, trained = {}, {}
         for i, (name, cfg) in enumerate(runs.items()):
             cfg = replace(cfg, out_dir=str(tmp / f"run{i}"))
+            if args.distill and name != "target (FIM)":  # the target trains first: its export is the teacher
+                cfg = replace(cfg, teacher=str(folders["target (FIM)"]))
             t0 = time.perf_counter()
             logs = run(cfg)
             trained[name] = {"steps": len(logs), "tokens": len(logs) * cfg.global_batch_tokens,
@@ -164,10 +178,13 @@ def main() -> None:
             folders[name] = export(Path(cfg.out_dir), tmp / f"export{i}")
             print(f"{name}: {json.dumps(trained[name])}", flush=True)
         data = {"corpus_tokens": manifest["tokens"], "train_files": len(train_files), "held_out_files": len(held_out),
-                "cursors": len(points), "trained": trained, "acceptance": {}}
+                "cursors": len(points), "distill": args.distill, "trained": trained, "acceptance": {}}
         rows = []
         for name in ["draft, left to right"] + [fim_name(r) for r in fim_rates]:
             c = completer(folders[name], folders["target (FIM)"])
+            if "target_reads_suffix" not in data:
+                data["target_reads_suffix"] = suffix_use(c, points)
+                print(f"target: {json.dumps(data['target_reads_suffix'])}", flush=True)
             draft_fim = "auto" if runs[name].fim_rate > 0 else "none"
             scores = {kind: measure(c, texts, NEW_TOKENS, draft_fim) for kind, texts in kinds.items()}
             data["acceptance"][name] = scores
@@ -185,14 +202,18 @@ def main() -> None:
     print(json.dumps({"fim_over_ltr": data["fim_over_ltr"]}), flush=True)
     t = trained["target (FIM)"]
     command = (f"python benchmarks/train_fim_demo.py --target-steps {args.target_steps} --draft-steps {args.draft_steps} "
-               f"--files {args.files} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}")
+               f"--files {args.files} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}"
+               + (" --distill" if args.distill else ""))
+    reads = data["target_reads_suffix"]
     write_results("train_fim_demo", command, data, rows,
                   ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
                    "alpha, infilling", "alpha, end of file"],
                   f"{len(train_files)} training files of Python {sys.version.split()[0]}'s standard library "
                   f"({manifest['tokens']['train']:,} tokens, a 4096-token byte-level BPE with CodeLlama's infilling markers), "
                   f"{len(points)} cursors in {len(held_out)} held-out files. Target: hidden 256, 4 layers, FIM 0.9, "
-                  f"{t['steps']} steps; drafts: hidden 128, 2 layers, {args.draft_steps} steps each, "
+                  f"{t['steps']} steps; its output differs with and without the suffix at {reads['output_differs']} "
+                  f"of {reads['cursors']} cursors. Drafts: hidden 128, 2 layers, {args.draft_steps} steps each"
+                  f"{', distilled from the target' if args.distill else ''}, "
                   f"sequences of {SEQ_LEN}, {batch * SEQ_LEN} tokens a step. Acceptance = drafted tokens the target "
                   f"accepted, greedy, k = {K}, {NEW_TOKENS} new tokens a cursor.")
 
