@@ -46,7 +46,7 @@ class CachedModel:
         static code eagerly, for tests)."""
         self.model = model
         self.capacity = min(capacity, model.config.max_position_embeddings)
-        self.device = model.embed.weight.device
+        self.device = model.device
         self.static = self.device.type == "cuda" if static is None else static
         self.runner: StepRunner | None = None
         self.kv = None  # this cache's own KV buffers (engine.model.KVCache), made on first use

@@ -128,7 +128,7 @@ class CompiledSteps:
                 model.attach_cache(model.new_cache(WARM_START + max(todo) + 1))
                 for size in todo:
                     t = time.perf_counter()
-                    self._forward(torch.zeros(1, size, dtype=torch.long, device=model.embed.weight.device), WARM_START, 1)
+                    self._forward(torch.zeros(1, size, dtype=torch.long, device=model.device), WARM_START, 1)
                     self.sizes.add(size)
                     log.info("  %d position%s: %.1f s", size, "" if size == 1 else "s", time.perf_counter() - t)
         except Exception as err:  # no C++ compiler, an inductor bug: the eager forward still works
@@ -175,7 +175,7 @@ class CompiledSteps:
         x = model.embed(tokens).to(model.compute_dtype)
         for group in self.groups:
             x = self.layers(group, x, cos, sin, start)
-        return model.lm_head(model.norm(x[:, -n_logits:]))[0].float()
+        return model.logits(x[:, -n_logits:])
 
 
 # read before torch can set it: torch writes its default (under /tmp) into the environment on first use
@@ -201,7 +201,7 @@ def compile_steps(model: Llama, sizes: Iterable[int], name: str, wanted: bool = 
     mode = compile_mode()
     if mode == "off" or (mode == "auto" and not wanted):
         return None
-    if model.embed.weight.device.type != "cpu" or not getattr(model, "quant_kinds", None):
+    if model.device.type != "cpu" or not getattr(model, "quant_kinds", None):
         return None
     steps = getattr(model, "compiled_steps", None)
     if steps is None:

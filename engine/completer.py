@@ -180,7 +180,7 @@ class Completer:
             # a draft of another vocabulary is refused before its weights load (and pack)
             check_compatible(load_tokenizer(chosen.draft, allow_download), target_model.tokenizer)
             log.debug("loading draft %s", chosen.draft)
-            device_name = str(target_model.model.embed.weight.device)
+            device_name = str(target_model.model.device)
             # a quantized target computes in its own activation dtype; the draft picks its own
             dtype_name = "auto" if target_model.quant != "none" else str(target_model.model.embed.weight.dtype).removeprefix("torch.")
             draft = load_model(chosen.draft, device_name, dtype_name, allow_download, quant)
@@ -199,7 +199,7 @@ class Completer:
 
     @property
     def device(self) -> torch.device:
-        return self.target_info.model.embed.weight.device
+        return self.target_info.model.device
 
     @property
     def draft_infills(self) -> bool:

@@ -45,6 +45,16 @@ class SourceWeight:
         w = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).view(self.shape)
         return w[torch.from_numpy(self._rows)] if self._rows is not None else w
 
+    def int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [out, in] int8, d [out, in/32] float32) with w = q d, for Q8_0 blocks."""
+        assert self.kind == "Q8_0", f"{self.kind} blocks are not int8"
+        rows, cols = self.shape
+        b = self._blocks if self._rows is None else self._blocks[self._rows]
+        b = b.reshape(rows, cols // BLOCK, -1)
+        d = b[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        q = np.ascontiguousarray(b[..., 2:34]).view(np.int8).reshape(rows, cols)
+        return torch.from_numpy(q), torch.from_numpy(d)
+
     def int4(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(q [out, in] 0..15, d, m [out, in/32]) with w = q d + m, when the blocks are Q4_0/Q4_1."""
         if self.kind not in NATIVE_INT4:

@@ -35,7 +35,7 @@ class Captured:
 class StepRunner:
     def __init__(self, model: Llama, capture: bool | None = None):
         self.model = model
-        device = model.embed.weight.device
+        device = model.device
         self.capture = device.type == "cuda" if capture is None else capture
         self.offsets = torch.arange(MAX_GRAPH_TOKENS, device=device)
         self.graphs: dict[tuple[int, int], Captured] = {}

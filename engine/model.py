@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .row_table import rescore
 
 
 class RMSNorm(nn.Module):
@@ -160,10 +161,17 @@ class Llama(nn.Module):
         self.lm_head = Proj(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.head_rows = None
+        """Quantized models: the exact rows (engine/row_table.py) that re-score the output head's
+        best candidates; the embedding table itself when the two are tied."""
         self.capacity = 0
         self.act_dtype: torch.dtype | None = None
         """Activations and KV cache dtype when it differs from the embedding's (quantized models
         keep a bfloat16 embedding table and compute in float32 on CPUs without bfloat16)."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -187,7 +195,7 @@ class Llama(nn.Module):
     def new_cache(self, capacity: int) -> "KVCache":
         """A KV cache of its own for `capacity` positions (one per KV lane); on the CPU it takes
         memory only where positions are written."""
-        cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
+        cfg, device, dtype = self.config, self.device, self.compute_dtype
         shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
         return KVCache(capacity, [(lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device))
                                   for _ in self.layers])
@@ -197,7 +205,7 @@ class Llama(nn.Module):
         for layer, (k, v) in zip(self.layers, cache.layers):
             layer.attn.k_cache, layer.attn.v_cache = k, v
         if getattr(self, "rope_capacity", 0) != cache.capacity:
-            cfg, device, dtype = self.config, self.embed.weight.device, self.compute_dtype
+            cfg, device, dtype = self.config, self.device, self.compute_dtype
             self.rope_cos, self.rope_sin = rope_tables(cfg, cache.capacity, device, dtype)
             self.rope_capacity = cache.capacity
         self.capacity = cache.capacity
@@ -215,7 +223,13 @@ class Llama(nn.Module):
             x = layer(x, cos, sin, start, mask)
         if n_logits is not None:
             x = x[:, -n_logits:]  # the output head is the costliest matmul of a prefill: skip unused rows
-        return self.lm_head(self.norm(x))[0].float()
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The last layer's output [1, S, hidden] -> float32 logits [S, vocab]."""
+        h = self.norm(x)
+        out = self.lm_head(h)[0].float()
+        return out if self.head_rows is None else rescore(out, h[0], self.head_rows)
 
     def train_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal forward over whole sequences without any cache, for training: tokens [B, S] ->

@@ -1,7 +1,9 @@
 """Building a quantized Llama one tensor at a time, and keeping the packed result in the cache.
 
 `build_quantized(cfg, weights, mode)` fills a Llama whose projections are `Int8Proj`/`Int4Proj`
-(engine/quant.py) whose embedding is bfloat16 and whose norms are in the activation dtype (engine/quant.py). `weights[hf_name]` gives one
+(engine/quant.py), whose norms are in the activation dtype (engine/quant.py), and whose embedding is
+a `RowTable` (engine/row_table.py) that keeps GGUF blocks as they are; the same table, or one of the
+output head's own rows, re-scores the head's best candidates. `weights[hf_name]` gives one
 `SourceWeight` (GGUF blocks or a float tensor), so peak memory is about one tensor plus the packed
 model. Which kind each projection gets:
   - `int4`: int4 wherever the kernel takes the shape (input in groups of 32, output rows by 16; else int8);
@@ -32,13 +34,14 @@ from .safetensors_reader import read_metadata, read_tensors
 from .errors import SpectabError, first_line
 from .gguf_tensors import NATIVE_INT4, SourceWeight
 from .model import Llama, Proj
+from .row_table import RowTable, table_kind
 from .devices import parameter_count
-from .quant import (GROUP, INT4_ROWS, INT8_COLS, KERNEL_DTYPE, Int4Proj, Int8Proj, activation_dtype, aligned, int4_groups, int8_rows,
+from .quant import (GROUP, INT4_ROWS, INT8_COLS, Int4Proj, Int8Proj, activation_dtype, aligned, int4_groups, int8_rows,
                     keep_dense, make_proj)
 
 log = logging.getLogger("spectab")
 
-FORMAT = "spectab-packed-4"  # 4: float parts always float32 (were bfloat16 on AVX-512 BF16 CPUs)
+FORMAT = "spectab-packed-5"  # 5: row tables (embedding, output head re-scoring); 4: float parts always float32
 DENSE_MAX_PARAMS = 1e9
 """Models up to this size also keep a float32 copy of their quantized weights for prompt prefills
 (engine/quant.py, DENSE_MIN_ROWS): SmolLM2-135M's 540 MB buy prefills 2-3x faster; a 7B model's
@@ -90,11 +93,16 @@ def quantize_parts(kind: str, parts: list[SourceWeight], dense: bool = False) ->
     return proj
 
 
-def skeleton(cfg: ModelConfig, kinds: dict[str, str]) -> Llama:
-    """A Llama on the meta device whose projections are the given kinds (empty, real buffers)."""
+def skeleton(cfg: ModelConfig, kinds: dict[str, str], tables: dict[str, str] | None = None) -> Llama:
+    """A Llama on the meta device whose projections are the given kinds and, with `tables` (as
+    `finish` records them), whose embedding and head rows are row tables (empty, real buffers)."""
     with torch.device("meta"):
         model = Llama(cfg).to(activation_dtype())
-        model.embed.to(KERNEL_DTYPE)  # rows are cast to the activation dtype as they are looked up
+        if tables:
+            model.embed = RowTable(tables["embed"], cfg.vocab_size, cfg.hidden_size)
+            rows = tables["head_rows"]
+            model.head_rows = model.embed if rows == "embed" else None if rows == "none" else \
+                RowTable(rows, cfg.vocab_size, cfg.hidden_size)
     model.act_dtype = activation_dtype()
     for name, kind in kinds.items():
         if kind == "float":  # stays a Proj; its weight is assigned from the file
@@ -119,13 +127,26 @@ def build_quantized(cfg: ModelConfig, weights, mode: str, progress: Callable[[in
         del parts
         if progress and not dense:  # a small model packs in seconds: no progress lines
             progress(n + 1, len(plan))
-    floats = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
+    model.embed = RowTable.of(weights["model.embed_tokens.weight"])
+    model.head_rows = head_rows(cfg, model.embed, weights, dense)
+    floats = {"norm.weight": "model.norm.weight"}
     for i in range(cfg.num_layers):
         floats[f"layers.{i}.attn_norm.weight"] = f"model.layers.{i}.input_layernorm.weight"
         floats[f"layers.{i}.ffn_norm.weight"] = f"model.layers.{i}.post_attention_layernorm.weight"
     for ours, hf in floats.items():
         assign(model, ours, weights[hf].float().to(model.get_parameter(ours).dtype))
     return finish(model)
+
+
+def head_rows(cfg: ModelConfig, embed: RowTable, weights, small: bool) -> RowTable | None:
+    """The rows that re-score the output head (engine/row_table.py): a tied head's are the
+    embedding's; an untied one gets a table of its own where that is cheap (GGUF blocks kept as they
+    are, a third to a half of the bfloat16 size) or the model small, and none otherwise (a 7B
+    model's head from float or K-quant weights would add 250 MB)."""
+    if cfg.tie_word_embeddings:
+        return embed
+    source = weights["lm_head.weight"]
+    return RowTable.of(source) if small or table_kind(source) != "bf16" else None
 
 
 class FloatWeights:
@@ -162,6 +183,9 @@ def finish(model: Llama) -> Llama:
         layer.attn.exact_rows = True
     model.quant_kinds = {n: "int4" if isinstance(m, Int4Proj) else "int8" if isinstance(m, Int8Proj) else "float"
                          for n, m in model.named_modules() if isinstance(m, (Int4Proj, Int8Proj, Proj))}
+    rows = model.head_rows
+    model.table_kinds = {"embed": model.embed.kind,
+                         "head_rows": "embed" if rows is model.embed else rows.kind if rows is not None else "none"}
     return model.eval().requires_grad_(False)
 
 
@@ -174,7 +198,8 @@ def save_packed(model: Llama, file: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=file.name + ".", dir=file.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "kinds": json.dumps(model.quant_kinds), "torch": torch.__version__})
+        save_file(tensors, tmp, metadata={"format": FORMAT, "kinds": json.dumps(model.quant_kinds),
+                                            "tables": json.dumps(model.table_kinds), "torch": torch.__version__})
         os.replace(tmp, file)
     finally:
         if os.path.exists(tmp):
@@ -188,7 +213,7 @@ def load_packed(cfg: ModelConfig, file: Path) -> Llama:
         meta = read_metadata(file)
         if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
             raise SpectabError(f"{file} is of another format ({meta.get('format')}, torch {meta.get('torch')})")
-        model = skeleton(cfg, json.loads(meta["kinds"]))
+        model = skeleton(cfg, json.loads(meta["kinds"]), json.loads(meta["tables"]))
         tensors = read_tensors(file)
         names = set(tensors)
         expected = {n for n, _ in list(model.named_parameters()) + list(model.named_buffers())}

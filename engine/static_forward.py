@@ -52,4 +52,4 @@ def static_forward(model: Llama, tokens: torch.Tensor, pos: torch.Tensor, span: 
         )
         x = x + attn.wo(y.transpose(1, 2).reshape(1, S, -1))
         x = x + layer.ffn(layer.ffn_norm(x))
-    return model.lm_head(model.norm(x))[0].float()
+    return model.logits(x)

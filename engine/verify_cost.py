@@ -39,7 +39,7 @@ def relative_verify_costs(model: Llama, max_size: int, steps: "CompiledSteps | N
     graph for the sizes it compiled and eagerly for the others, as the engine will run them."""
     cfg = model.config
     group = steps.groups[0] if steps is not None else (model.layers[0],)
-    device, dtype = model.embed.weight.device, model.compute_dtype
+    device, dtype = model.device, model.compute_dtype
     capacity = PROBE_CACHED + max_size + 1  # forwards end before the cache does, as the engine's (completer.py)
     shape = (1, cfg.num_kv_heads, capacity, cfg.head_dim)
     cos, sin = rope_tables(cfg, capacity, device, dtype)

@@ -46,7 +46,7 @@ def compare_schedule(model: Llama, capture: bool, rtol: float, atol: float) -> N
     capacity = 600  # three attention spans: 256, 512, 600
     reference.setup_cache(capacity), static.setup_cache(capacity)
     runner = StepRunner(static, capture=capture)
-    device = model.embed.weight.device
+    device = model.device
     ids = torch.randint(0, 300, (1, capacity), generator=torch.Generator().manual_seed(0)).to(device)
     spans = set()
     with torch.inference_mode():

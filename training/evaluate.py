@@ -36,7 +36,7 @@ def completer(draft_folder: Path, target: str, new_tokens: int = 32, k: int = 4)
     from engine.loading import load_model
 
     target_model = load_model(target, allow_download=True)
-    draft_model = load_model(str(draft_folder), device=str(target_model.model.embed.weight.device))
+    draft_model = load_model(str(draft_folder), device=str(target_model.model.device))
     opts = EngineOptions(context_tokens=512, max_new_tokens_limit=new_tokens, k=k, k_min=k, k_max=k, adaptive=False,
                          min_confidence=0.0)
     return Completer(target_model, draft_model, "auto", opts)
