@@ -166,8 +166,8 @@ class Llama(nn.Module):
         best candidates; the embedding table itself when the two are tied."""
         self.capacity = 0
         self.act_dtype: torch.dtype | None = None
-        """Activations and KV cache dtype when it differs from the embedding's (quantized models
-        keep a bfloat16 embedding table and compute in float32 on CPUs without bfloat16)."""
+        """Activations and KV cache dtype when the embedding's does not give it (quantized models
+        keep their embedding as row tables, engine/row_table.py, and compute in float32)."""
 
     @property
     def device(self) -> torch.device:
