@@ -1,8 +1,9 @@
 """FIM training for drafts, demonstrated on the CPU: does a draft trained with fill-in-the-middle
 agree with an infilling target more often than the same draft trained left to right?
 
-Data: the Python standard library of the running interpreter; every eighth file (sorted by name)
-is held out for the cursors, the rest train. A small "target" trains with FIM (CodeLlama's rate
+Data: the Python standard library of the running interpreter, its top-level modules (with
+--packages its packages too, their tests left out); every eighth file (sorted by path) is held out
+for the cursors, the rest train. A small "target" trains with FIM (CodeLlama's rate
 0.9, half SPM) so that it infills; then drafts of one smaller shape train for the same number
 of steps on the same data with the same seed, one left to right (fim_rate 0) and one for each FIM
 rate in --draft-fim-rates (default 0.9). Each is measured with the engine against that target
@@ -15,7 +16,7 @@ The tokenizer is a byte-level BPE of 4096 tokens trained here on the training fi
 CodeLlama's four infilling markers as special tokens: CodeLlama's own 32016-token vocabulary
 would put most of this CPU budget into the output layer of three small models.
 
-    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--cursors 60] [--draft-fim-rates 0.9,0.5]
+    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--packages] [--cursors 60] [--draft-fim-rates 0.9,0.5] [--distill]
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def train_tokenizer(files: list[Path], out: Path, vocab: int) -> Path:
     hf = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>")
     hf.save_pretrained(str(out))
     return out
+
+
+def stdlib_files(packages: bool) -> list[Path]:
+    """The standard library's top-level modules, sorted by path; with `packages` the modules inside
+    its packages too, less the test suites (largely test data and repeated boilerplate)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    if not packages:
+        return sorted(stdlib.glob("*.py"))
+    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test"}
+    return sorted(f for f in stdlib.rglob("*.py") if not skip & set(f.relative_to(stdlib).parts))
 
 
 def function_lines(text: str) -> list[int]:
@@ -122,6 +133,8 @@ def main() -> None:
     ap.add_argument("--target-steps", type=int, default=600, help="training steps of the target")
     ap.add_argument("--draft-steps", type=int, default=600, help="training steps of each draft")
     ap.add_argument("--files", type=int, default=400, help="standard-library files to use (an eighth held out)")
+    ap.add_argument("--packages", action="store_true",
+                    help="take files from the standard library's packages too, not only its top-level modules")
     ap.add_argument("--cursors", type=int, default=60, help="cursors in the held-out files")
     ap.add_argument("--draft-fim-rates", default="0.9",
                     help="comma-separated FIM rates of the FIM drafts, one draft each (CodeLlama's recipe: 0.9)")
@@ -138,8 +151,7 @@ def main() -> None:
     if not fim_rates or not all(0 < r <= 1 for r in fim_rates):
         ap.error(f"--draft-fim-rates must be in (0, 1], got {args.draft_fim_rates!r}")
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    chosen = sorted(stdlib.glob("*.py"))[: args.files]
+    chosen = stdlib_files(args.packages)[: args.files]
     held_out = [f for i, f in enumerate(chosen) if i % 8 == 7]
     train_files = [f for i, f in enumerate(chosen) if i % 8 != 7]
     points = cursors(held_out, args.cursors)
@@ -149,8 +161,8 @@ def main() -> None:
         tmp = Path(tmp)
         src = tmp / "src"
         src.mkdir()
-        for f in train_files:  # a flat copy: the selection is the corpus
-            (src / f.name).write_text(f.read_text(encoding="utf-8", errors="replace"))
+        for i, f in enumerate(train_files):  # a flat copy (numbered: packages repeat names): the selection is the corpus
+            (src / f"{i:04d}_{f.name}").write_text(f.read_text(encoding="utf-8", errors="replace"))
         tokdir = train_tokenizer(sorted(src.iterdir()), tmp / "tokenizer", 4096)
         manifest = prepare([str(src)], tmp / "corpus", str(tokdir), workers=2, shard_tokens=50_000_000, val_every=20)
         target_shape = ModelConfig(vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=64,
@@ -202,13 +214,14 @@ def main() -> None:
     print(json.dumps({"fim_over_ltr": data["fim_over_ltr"]}), flush=True)
     t = trained["target (FIM)"]
     command = (f"python benchmarks/train_fim_demo.py --target-steps {args.target_steps} --draft-steps {args.draft_steps} "
-               f"--files {args.files} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}"
+               f"--files {args.files}{' --packages' if args.packages else ''} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}"
                + (" --distill" if args.distill else ""))
     reads = data["target_reads_suffix"]
     write_results("train_fim_demo", command, data, rows,
                   ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
                    "alpha, infilling", "alpha, end of file"],
-                  f"{len(train_files)} training files of Python {sys.version.split()[0]}'s standard library "
+                  f"{len(train_files)} training files of Python {sys.version.split()[0]}'s standard library"
+                  f"{', packages included and tests left out,' if args.packages else ''} "
                   f"({manifest['tokens']['train']:,} tokens, a 4096-token byte-level BPE with CodeLlama's infilling markers), "
                   f"{len(points)} cursors in {len(held_out)} held-out files. Target: hidden 256, 4 layers, FIM 0.9, "
                   f"{t['steps']} steps; its output differs with and without the suffix at {reads['output_differs']} "
