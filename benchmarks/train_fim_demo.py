@@ -221,7 +221,7 @@ def main() -> None:
                   ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
                    "alpha, infilling", "alpha, end of file"],
                   f"{len(train_files)} training files of Python {sys.version.split()[0]}'s standard library"
-                  f"{', packages included and tests left out,' if args.packages else ''} "
+                  f"{', packages included and tests left out' if args.packages else ''} "
                   f"({manifest['tokens']['train']:,} tokens, a 4096-token byte-level BPE with CodeLlama's infilling markers), "
                   f"{len(points)} cursors in {len(held_out)} held-out files. Target: hidden 256, 4 layers, FIM 0.9, "
                   f"{t['steps']} steps; its output differs with and without the suffix at {reads['output_differs']} "
