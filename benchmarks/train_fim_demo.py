@@ -16,14 +16,24 @@ The tokenizer is a byte-level BPE of 4096 tokens trained here on the training fi
 CodeLlama's four infilling markers as special tokens: CodeLlama's own 32016-token vocabulary
 would put most of this CPU budget into the output layer of three small models.
 
-    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--files 400] [--packages] [--cursors 60] [--draft-fim-rates 0.9,0.5] [--distill]
+Where the target's output changes with the suffix, only a draft that reads the suffix can follow
+it; the benchmark says how often that is, and how often the target writes the taken-out line back
+exactly, with and without the code after the cursor.
+
+With --work-dir the tokenizer, the corpus and every trained model are kept there and reused by a
+later run with the same files (training is deterministic from the seed, so a kept model is the one
+the run would train again): a new draft shape or step count then costs only its own training.
+
+    python benchmarks/train_fim_demo.py [--target-steps 600] [--draft-steps 600] [--draft-layers 2] [--files 400] [--packages] [--cursors 60] [--draft-fim-rates 0.9,0.5] [--distill] [--work-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import shutil
 import sys
 import sysconfig
 import tempfile
@@ -89,9 +99,10 @@ def function_lines(text: str) -> list[int]:
     return picks
 
 
-def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """`n` cursors (prefix, suffix) after the indentation of function-body lines, spread over the
-    files reproducibly; the suffix is the rest of the file (the line's own code taken out)."""
+def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """`n` cursors (prefix, suffix, line) after the indentation of function-body lines, spread over
+    the files reproducibly; the suffix is the rest of the file, the line's own code (`line`, what
+    the target should write) taken out."""
     r = random.Random(seed)
     pool = []
     for f in files:
@@ -101,17 +112,41 @@ def cursors(files: list[Path], n: int, seed: int = 0) -> list[tuple[str, str]]:
     for text, i in r.sample(pool, min(n, len(pool))):
         lines = text.split("\n")
         indent = len(lines[i]) - len(lines[i].lstrip())
-        out.append(("\n".join(lines[:i] + [lines[i][:indent]]), "\n" + "\n".join(lines[i + 1:])))
+        out.append(("\n".join(lines[:i] + [lines[i][:indent]]), "\n" + "\n".join(lines[i + 1:]), lines[i][indent:]))
     return out
 
 
-def suffix_use(c, points: list[tuple[str, str]]) -> dict:
-    """How much the target's own output depends on the code after the cursor: at how many cursors
-    its greedy text (NEW_TOKENS tokens, lossless, so the draft does not matter) differs between the
-    infilling prompt and the file cut at the cursor. Only there can a draft that reads the suffix
-    do better than one that does not."""
-    differ = sum(c.complete(p, s, NEW_TOKENS).text != c.complete(p, "", NEW_TOKENS).text for p, s in points)
-    return {"cursors": len(points), "output_differs": differ, "share": differ / len(points) if points else 0.0}
+def suffix_use(c, points: list[tuple[str, str, str]]) -> dict:
+    """How much the target's own output depends on the code after the cursor (greedy, NEW_TOKENS
+    tokens, lossless, so the draft does not matter): at how many cursors its text differs between
+    the infilling prompt and the file cut at the cursor (only there can a draft that reads the
+    suffix do better than one that does not), and at how many its first line is the taken-out line
+    exactly, with and without the suffix (how much the suffix tells it)."""
+    differ = exact_infilling = exact_end_of_file = 0
+    for prefix, suffix, line in points:
+        infilled, continued = c.complete(prefix, suffix, NEW_TOKENS).text, c.complete(prefix, "", NEW_TOKENS).text
+        differ += infilled != continued
+        exact_infilling += infilled.split("\n")[0].rstrip() == line.rstrip()
+        exact_end_of_file += continued.split("\n")[0].rstrip() == line.rstrip()
+    return {"cursors": len(points), "output_differs": differ, "share": differ / len(points) if points else 0.0,
+            "line_exact_infilling": exact_infilling, "line_exact_end_of_file": exact_end_of_file}
+
+
+SELECTION = "files.json"
+
+
+def same_selection(work: Path, chosen: list[Path]) -> bool:
+    """Whether `work` was set up (copy, tokenizer) for the files `chosen`; an error for another
+    selection, whose models would be silently wrong here."""
+    kept = work / SELECTION
+    if not kept.exists():
+        if work.exists() and any(work.iterdir()):
+            sys.exit(f"error: {work} is not empty and was not made by this benchmark; give an empty or new --work-dir")
+        return False
+    if json.loads(kept.read_text()) != [str(f) for f in chosen]:
+        sys.exit(f"error: {work} holds models trained on another file selection (--files/--packages); "
+                 "give a new --work-dir")
+    return True
 
 
 def fim_name(rate: float) -> str:
@@ -132,6 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target-steps", type=int, default=600, help="training steps of the target")
     ap.add_argument("--draft-steps", type=int, default=600, help="training steps of each draft")
+    ap.add_argument("--draft-layers", type=int, default=2, help="layers of each draft (hidden 128; the target has 4 of 256)")
     ap.add_argument("--files", type=int, default=400, help="standard-library files to use (an eighth held out)")
     ap.add_argument("--packages", action="store_true",
                     help="take files from the standard library's packages too, not only its top-level modules")
@@ -141,9 +177,12 @@ def main() -> None:
     ap.add_argument("--distill", action="store_true",
                     help="train every draft on the trained target's distribution (spectab train distill) "
                          "instead of the data's next tokens")
+    ap.add_argument("--work-dir", type=Path,
+                    help="keep the tokenizer, corpus and trained models here and reuse those a previous run made "
+                         "(default: a temporary folder, removed at the end)")
     args = ap.parse_args()
-    if min(args.target_steps, args.draft_steps, args.cursors) < 1 or args.files < 16:
-        ap.error("steps and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
+    if min(args.target_steps, args.draft_steps, args.draft_layers, args.cursors) < 1 or args.files < 16:
+        ap.error("steps, layers and cursors must be at least 1, and --files at least 16 (an eighth is held out)")
     try:
         fim_rates = list(dict.fromkeys(float(x) for x in args.draft_fim_rates.split(",")))  # one draft per rate
     except ValueError:
@@ -155,19 +194,24 @@ def main() -> None:
     held_out = [f for i, f in enumerate(chosen) if i % 8 == 7]
     train_files = [f for i, f in enumerate(chosen) if i % 8 != 7]
     points = cursors(held_out, args.cursors)
-    kinds = {"infilling": points, "end of file": [(prefix, "") for prefix, _ in points]}
+    kinds = {"infilling": [(prefix, suffix) for prefix, suffix, _ in points],
+             "end of file": [(prefix, "") for prefix, _, _ in points]}
     batch = 8
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory()) as tmp:
         tmp = Path(tmp)
-        src = tmp / "src"
-        src.mkdir()
-        for i, f in enumerate(train_files):  # a flat copy (numbered: packages repeat names): the selection is the corpus
-            (src / f"{i:04d}_{f.name}").write_text(f.read_text(encoding="utf-8", errors="replace"))
-        tokdir = train_tokenizer(sorted(src.iterdir()), tmp / "tokenizer", 4096)
-        manifest = prepare([str(src)], tmp / "corpus", str(tokdir), workers=2, shard_tokens=50_000_000, val_every=20)
+        tokdir = tmp / "tokenizer"
+        if not same_selection(tmp, chosen):  # a fresh folder: copy, train the tokenizer
+            src = tmp / "src"
+            src.mkdir(parents=True)
+            for i, f in enumerate(train_files):  # a flat copy (numbered: packages repeat names): the selection is the corpus
+                (src / f"{i:04d}_{f.name}").write_text(f.read_text(encoding="utf-8", errors="replace"))
+            train_tokenizer(sorted(src.iterdir()), tokdir, 4096)
+            (tmp / SELECTION).write_text(json.dumps([str(f) for f in chosen]))
+        manifest = prepare([str(tmp / "src")], tmp / "corpus", str(tokdir), workers=2, shard_tokens=50_000_000, val_every=20)
         target_shape = ModelConfig(vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=64,
                                    intermediate_size=688, max_position_embeddings=SEQ_LEN, tie_word_embeddings=True)
-        draft_shape = replace(target_shape, hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=344)
+        draft_shape = replace(target_shape, hidden_size=128, num_layers=args.draft_layers, num_heads=2, num_kv_heads=2,
+                              intermediate_size=344)
         base = replace(preset("tiny"), tokenizer=str(tokdir), data=(str(tmp / "corpus"),), seq_len=SEQ_LEN,
                        global_batch_tokens=batch * SEQ_LEN, micro_batch=batch, lr=3e-3, min_lr=3e-4, warmup_steps=50,
                        eval_every=0, eval_batches=8, ckpt_every=0, log_every=100)
@@ -179,15 +223,26 @@ def main() -> None:
             runs[fim_name(rate)] = replace(base, model=draft_shape, fim_rate=rate, seed=2,
                                            max_tokens=args.draft_steps * batch * SEQ_LEN)
         folders, trained = {}, {}
-        for i, (name, cfg) in enumerate(runs.items()):
-            cfg = replace(cfg, out_dir=str(tmp / f"run{i}"))
+        for name, cfg in runs.items():
+            # the folder names say everything the model depends on beyond the file selection
+            slug = f"target-{args.target_steps}" if name == "target (FIM)" else (
+                f"draft-{args.draft_layers}L-fim{cfg.fim_rate:g}-{args.draft_steps}"
+                + (f"-distilled-from-target-{args.target_steps}" if args.distill else ""))
+            folders[name], kept = tmp / "exports" / slug, tmp / "exports" / slug / "trained.json"
+            if kept.exists():
+                trained[name] = {**json.loads(kept.read_text()), "reused": True}
+                print(f"{name}: reused {folders[name]}", flush=True)
+                continue
+            cfg = replace(cfg, out_dir=str(tmp / "runs" / slug))
+            shutil.rmtree(cfg.out_dir, ignore_errors=True)  # an interrupted run's leftovers: train it again
             if args.distill and name != "target (FIM)":  # the target trains first: its export is the teacher
                 cfg = replace(cfg, teacher=str(folders["target (FIM)"]))
             t0 = time.perf_counter()
             logs = run(cfg)
             trained[name] = {"steps": len(logs), "tokens": len(logs) * cfg.global_batch_tokens,
                              "final_loss": logs[-1].loss, "minutes": (time.perf_counter() - t0) / 60}
-            folders[name] = export(Path(cfg.out_dir), tmp / f"export{i}")
+            export(Path(cfg.out_dir), folders[name])
+            kept.write_text(json.dumps(trained[name]))  # last: only a finished export is reused
             print(f"{name}: {json.dumps(trained[name])}", flush=True)
         data = {"corpus_tokens": manifest["tokens"], "train_files": len(train_files), "held_out_files": len(held_out),
                 "cursors": len(points), "distill": args.distill, "trained": trained, "acceptance": {}}
@@ -215,7 +270,8 @@ def main() -> None:
     t = trained["target (FIM)"]
     command = (f"python benchmarks/train_fim_demo.py --target-steps {args.target_steps} --draft-steps {args.draft_steps} "
                f"--files {args.files}{' --packages' if args.packages else ''} --cursors {args.cursors} --draft-fim-rates {args.draft_fim_rates}"
-               + (" --distill" if args.distill else ""))
+               + (" --distill" if args.distill else "")
+               + (f" --draft-layers {args.draft_layers}" if args.draft_layers != 2 else ""))
     reads = data["target_reads_suffix"]
     write_results("train_fim_demo", command, data, rows,
                   ["draft", "steps", "draft's prompt", "acceptance, infilling", "acceptance, end of file",
@@ -225,7 +281,9 @@ def main() -> None:
                   f"({manifest['tokens']['train']:,} tokens, a 4096-token byte-level BPE with CodeLlama's infilling markers), "
                   f"{len(points)} cursors in {len(held_out)} held-out files. Target: hidden 256, 4 layers, FIM 0.9, "
                   f"{t['steps']} steps; its output differs with and without the suffix at {reads['output_differs']} "
-                  f"of {reads['cursors']} cursors. Drafts: hidden 128, 2 layers, {args.draft_steps} steps each"
+                  f"of {reads['cursors']} cursors, and its first line is the taken-out line at "
+                  f"{reads['line_exact_infilling']} with the suffix, {reads['line_exact_end_of_file']} without. "
+                  f"Drafts: hidden 128, {args.draft_layers} layers, {args.draft_steps} steps each"
                   f"{', distilled from the target' if args.distill else ''}, "
                   f"sequences of {SEQ_LEN}, {batch * SEQ_LEN} tokens a step. Acceptance = drafted tokens the target "
                   f"accepted, greedy, k = {K}, {NEW_TOKENS} new tokens a cursor.")
